@@ -7,10 +7,33 @@ the training graph and the serving signatures wherever they run (locally or in a
 from __future__ import annotations
 
 import dataclasses
+import importlib
+from collections.abc import Callable
 from typing import Any
+
+from skewless.transforms.task import BinaryTask, Task, task_from_dict
 
 PLAN_KEY = "skewless_feature_plan"
 TRANSFORMED_SUFFIX = "_xf"
+# The transformed label's weight: 0.0 for rows whose label is missing (not trained on, not
+# evaluated), 1.0 otherwise. TFMA reads it as the example weight.
+WEIGHT_KEY = "__weight__"
+
+
+def import_callable(path: str) -> Callable:
+    """The callable an import path such as `package.module.function` names.
+
+    Raises:
+        ValueError: the path is malformed, or names nothing callable.
+        ImportError: the module does not import.
+    """
+    module_name, _, attr = path.rpartition(".")
+    if not module_name or not all(part.isidentifier() for part in path.split(".")):
+        raise ValueError(f"expected an import path like 'package.module.function', got {path!r}")
+    value = getattr(importlib.import_module(module_name), attr, None)
+    if not callable(value):
+        raise ValueError(f"{path!r} names nothing callable in {module_name}")
+    return value
 
 
 def transformed_name(name: str) -> str:
@@ -23,9 +46,10 @@ def cross_name(features: tuple[str, ...]) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class FeaturePlan:
-    """Feature treatments, label derivation and model hyperparameters."""
+    """Feature treatments, the label and its task, and model hyperparameters."""
 
     label: str
+    task: Task = BinaryTask()
     numeric: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     bucketized: tuple[str, ...] = ()
@@ -42,6 +66,7 @@ class FeaturePlan:
     learning_rate: float = 0.001
     batch_size: int = 128
     seed: int = 42
+    build_fn: str | None = None  # import path of a user's model builder
 
     @property
     def raw_features(self) -> tuple[str, ...]:
@@ -54,7 +79,8 @@ class FeaturePlan:
         return (self.label_numerator, self.label_denominator)
 
     def to_custom_config(self) -> dict[str, Any]:
-        return {PLAN_KEY: dataclasses.asdict(self)}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {PLAN_KEY: {**fields, "task": self.task.to_dict()}}
 
     @classmethod
     def from_custom_config(cls, custom_config: dict[str, Any] | None) -> FeaturePlan:
@@ -69,4 +95,5 @@ class FeaturePlan:
         for key in ("numeric", "categorical", "bucketized", "hidden_units"):
             raw[key] = tuple(raw[key])
         raw["crosses"] = tuple((tuple(names), int(n)) for names, n in raw["crosses"])
+        raw["task"] = task_from_dict(raw["task"])
         return cls(**raw)

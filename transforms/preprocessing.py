@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_transform import schema_inference
 
-from skewless.transforms.features import FeaturePlan, cross_name, transformed_name
+from skewless.transforms.features import WEIGHT_KEY, FeaturePlan, cross_name, transformed_name
 
 # What a missing value becomes before a vocabulary is applied: it is a category of its own.
 MISSING_STRING = "__missing__"  # TFT drops "" from vocabularies
@@ -70,18 +70,22 @@ def hashed_cross(ids: list[tf.Tensor], hash_buckets: int) -> tf.Tensor:
     return crossed
 
 
-def label(inputs: dict[str, Any], plan: FeaturePlan) -> tf.Tensor:
-    """The int64 0/1 label: a column as is, or `numerator > greater_than * denominator`."""
+def label(inputs: dict[str, Any], plan: FeaturePlan) -> tuple[tf.Tensor, tf.Tensor]:
+    """The label as the task trains on it, and its weight (0.0 where the label is missing).
+
+    A label column goes through the task; a derived label is binary, `numerator > greater_than *
+    denominator`, with a missing amount counted as 0.
+    """
     if plan.label_column is not None:
-        column = inputs[plan.label_column]
-        return tf.cast(dense(column, tf.constant(0, column.dtype)), tf.int64)
+        return plan.task.label(inputs[plan.label_column])
     numerator = dense(_as_float(inputs[plan.label_numerator]), 0.0)
     denominator = dense(_as_float(inputs[plan.label_denominator]), 0.0)
-    return tf.cast(numerator > plan.label_greater_than * denominator, tf.int64)
+    derived = tf.cast(numerator > plan.label_greater_than * denominator, tf.int64)
+    return derived, tf.ones_like(numerator)
 
 
 def transform(inputs: dict[str, Any], plan: FeaturePlan) -> dict[str, tf.Tensor]:
-    """Every transformed feature, named `<feature>_xf`, plus the label under its own name."""
+    """Transformed features (`<feature>_xf`), the label by its name, its weight by `WEIGHT_KEY`."""
     outputs: dict[str, tf.Tensor] = {}
     for name in plan.numeric:
         outputs[transformed_name(name)] = z_score(inputs[name])
@@ -94,7 +98,7 @@ def transform(inputs: dict[str, Any], plan: FeaturePlan) -> dict[str, tf.Tensor]
     for names, hash_buckets in plan.crosses:
         ids = [outputs[transformed_name(n)] for n in names]
         outputs[transformed_name(cross_name(names))] = hashed_cross(ids, hash_buckets)
-    outputs[plan.label] = label(inputs, plan)
+    outputs[plan.label], outputs[WEIGHT_KEY] = label(inputs, plan)
     return outputs
 
 

@@ -1,0 +1,127 @@
+"""The model: the built-in wide & deep network, or a user's own `build_fn`, with the task's head.
+
+A `build_fn` (config `model.build_fn: package.module.function`) is called as
+`build_fn(features, task, hyperparameters)` and returns a compiled tf_keras model that takes the
+transformed features as a dict of named [batch, 1] inputs and ends in `task.head(x)`:
+
+    def build(features, task, hyperparameters):
+        inputs = {name: keras.Input(shape=(1,), name=name, dtype=f.dtype)
+                  for name, f in features.items()}
+        x = keras.layers.concatenate([tf.cast(i, tf.float32) for i in inputs.values()])
+        x = keras.layers.Dense(16, activation="relu")(x)
+        return task.compile(keras.Model(inputs, task.head(x)), hyperparameters.learning_rate)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import tensorflow as tf
+import tf_keras as keras
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from skewless.transforms.features import WEIGHT_KEY, FeaturePlan, import_callable
+from skewless.transforms.task import Task
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformedFeature:
+    """A model input: float32 (a scaled number) or int64 ids below `categories`."""
+
+    dtype: tf.DType
+    categories: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+    """What the built-in network takes from `model.*`; a build_fn may use any of it."""
+
+    hidden_units: tuple[int, ...]
+    embedding_dim: int
+    learning_rate: float
+
+
+BuildFn = Callable[[dict[str, TransformedFeature], Task, Hyperparameters], keras.Model]
+
+
+def model_inputs(schema: schema_pb2.Schema, label: str) -> dict[str, TransformedFeature]:
+    """The transformed features a model takes (not the label or its weight), sorted by name.
+
+    Raises:
+        ValueError: an integer feature has no int_domain, or a feature is neither float nor int.
+    """
+    features = {}
+    for feature in sorted(schema.feature, key=lambda f: f.name):
+        if feature.name in (label, WEIGHT_KEY):
+            continue
+        if feature.type == schema_pb2.FLOAT:
+            features[feature.name] = TransformedFeature(tf.float32)
+        elif feature.type == schema_pb2.INT:
+            if not feature.HasField("int_domain"):
+                raise ValueError(
+                    f"transformed integer feature {feature.name!r} has no int_domain, so its "
+                    "number of categories is unknown; annotate it (tft.compute_and_apply_vocabulary"
+                    " does)"
+                )
+            features[feature.name] = TransformedFeature(tf.int64, int(feature.int_domain.max) + 1)
+        else:
+            raise ValueError(f"transformed feature {feature.name!r} is neither float nor int")
+    return features
+
+
+def wide_and_deep(
+    features: dict[str, TransformedFeature], task: Task, hyperparameters: Hyperparameters
+) -> keras.Model:
+    """The built-in network: numbers feed the deep part; categories are one-hot in the wide
+    part and embedded in the deep part; the two add up before the task's head."""
+    inputs, wide, deep = {}, [], []
+    for name, feature in features.items():
+        inputs[name] = keras.Input(shape=(1,), name=name, dtype=feature.dtype)
+        if feature.categories is None:
+            deep.append(inputs[name])
+            continue
+        size = feature.categories
+        wide.append(keras.layers.CategoryEncoding(num_tokens=size, output_mode="one_hot")(
+            inputs[name]))
+        embedded = keras.layers.Embedding(size, hyperparameters.embedding_dim)(inputs[name])
+        deep.append(keras.layers.Flatten()(embedded))
+    x = keras.layers.concatenate(deep) if len(deep) > 1 else deep[0]
+    for units in hyperparameters.hidden_units:
+        x = keras.layers.Dense(units, activation="relu")(x)
+    if wide:
+        wide_x = keras.layers.concatenate(wide) if len(wide) > 1 else wide[0]
+        x = keras.layers.concatenate([x, wide_x])
+    return task.compile(keras.Model(inputs=inputs, outputs=task.head(x)),
+                        hyperparameters.learning_rate)
+
+
+def resolve_build_fn(path: str | None) -> BuildFn:
+    """The model builder an import path names, or the built-in wide & deep network.
+
+    Raises:
+        ValueError: the path is not `package.module.function`, or names nothing callable.
+        ImportError: the module does not import.
+    """
+    return wide_and_deep if path is None else import_callable(path)
+
+
+def build_model(schema: schema_pb2.Schema, plan: FeaturePlan) -> keras.Model:
+    """The plan's model (built-in or build_fn) over the transformed features, checked.
+
+    Raises:
+        ValueError: the model is not compiled, or its output does not fit the task.
+    """
+    build = resolve_build_fn(plan.build_fn)
+    hyperparameters = Hyperparameters(plan.hidden_units, plan.embedding_dim, plan.learning_rate)
+    model = build(model_inputs(schema, plan.label), plan.task, hyperparameters)
+    where = plan.build_fn or "the built-in model"
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"{where} returned {type(model).__name__}, not a tf_keras Model")
+    if model.optimizer is None or model.loss is None:
+        raise ValueError(f"{where} returned a model that is not compiled (use task.compile)")
+    try:
+        plan.task.check_model(model)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    return model
