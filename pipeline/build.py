@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow_model_analysis as tfma
+from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.orchestration import data_types
 
 from skewless.components.anomaly_gate.component import AnomalyGate
+from skewless.components.data_formats import input_location
 from skewless.components.parquet_example_gen.component import ParquetExampleGen
 from skewless.components.pusher.component import Pusher
 from skewless.components.row_count_check.component import RowCountCheck
-from skewless.components.row_count_check.sources import source_files
-from skewless.pipeline.config import PipelineConfig
-from skewless.transforms.model import PROBABILITIES
+from skewless.pipeline.run_config import PipelineConfig
+from skewless.transforms.features import WEIGHT_KEY
+from skewless.transforms.signatures import SERVING_TF_EXAMPLE, TRANSFORM_FEATURES
+from skewless.transforms.task import MulticlassTask
 
 DEFAULT_PREPROCESSING_FN = "skewless.transforms.preprocessing.preprocessing_fn"
-RUN_FN = "skewless.transforms.model.run_fn"
-TRANSFORM_FEATURES_SIGNATURE = "transform_features"
-EVAL_SIGNATURE = "serving_tf_example"
+RUN_FN = "skewless.transforms.training.run_fn"
 
 # Node ids, used to read results back from MLMD.
 EXAMPLE_GEN = "ExampleGen"
@@ -33,14 +36,54 @@ ROW_COUNT_CHECK = "RowCountCheck"
 RESOLVER = "latest_blessed_model_resolver"
 
 
-def _input_location(config: PipelineConfig) -> tuple[str, str]:
-    """ExampleGen's input_base and file pattern for the configured data path."""
-    path = config.data.path
-    if path.is_file():
-        return str(path.parent), path.name
-    files = source_files(path, config.data.format)
-    suffix = files[0].suffix if files else ""
-    return str(path), f"*{suffix}"
+Steps = tfx.proto.TrainArgs | tfx.proto.EvalArgs | data_types.RuntimeParameter
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where the pipeline runs: the locations and settings that differ between this machine and
+    a cluster. `Placement.local(config)` is the local run; `kubeflow.py` builds the cluster's.
+
+    `input_base` and the train/eval args may be Kubeflow runtime parameters (the args then hold
+    TrainArgs/EvalArgs as JSON, such as '{"num_steps": 1000}', since a proto field cannot hold a
+    parameter). Locations are strings so that gs:// URIs survive.
+    """
+
+    pipeline_root: str
+    model_push_dir: str
+    input_base: str | data_types.RuntimeParameter
+    input_pattern: str
+    train_args: Steps
+    eval_args: Steps
+    beam_args: tuple[str, ...]
+    metadata_connection_config: metadata_store_pb2.ConnectionConfig | None
+
+    @classmethod
+    def local(cls, config: PipelineConfig) -> Placement:
+        """This machine: the config's paths, Beam args and MLMD store."""
+        base, pattern = input_location(config.data.path, config.data.format)
+        return cls(
+            pipeline_root=str(config.pipeline_root),
+            model_push_dir=str(config.model_push_dir),
+            input_base=base,
+            input_pattern=pattern,
+            train_args=tfx.proto.TrainArgs(num_steps=config.model.train_steps),
+            eval_args=tfx.proto.EvalArgs(num_steps=config.model.eval_steps),
+            beam_args=config.beam.args,
+            metadata_connection_config=local_metadata(config),
+        )
+
+
+def local_metadata(config: PipelineConfig) -> metadata_store_pb2.ConnectionConfig:
+    """The MLMD connection the config names (SQLite or MySQL)."""
+    if config.metadata.sqlite is not None:
+        return tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            str(config.metadata.sqlite)
+        )
+    m = config.metadata.mysql
+    return tfx.orchestration.metadata.mysql_metadata_connection_config(
+        host=m.host, port=m.port, database=m.database, username=m.user, password=m.password
+    )
 
 
 def example_gen(
@@ -66,73 +109,83 @@ def example_gen(
     return ParquetExampleGen(**kwargs).with_id(EXAMPLE_GEN)
 
 
+def _threshold(threshold, higher_is_better: bool) -> tfma.MetricThreshold:
+    """A TFMA threshold: absolute bounds, and a change against the baseline in the metric's
+    direction (a decrease for higher-is-better metrics, an increase for lower-is-better ones)."""
+    bound = tfma.MetricThreshold()
+    if threshold.lower_bound is not None:
+        bound.value_threshold.lower_bound.value = threshold.lower_bound
+    if threshold.upper_bound is not None:
+        bound.value_threshold.upper_bound.value = threshold.upper_bound
+    if higher_is_better and threshold.max_decrease is not None:
+        bound.change_threshold.direction = tfma.MetricDirection.HIGHER_IS_BETTER
+        bound.change_threshold.absolute.value = -threshold.max_decrease
+    if not higher_is_better and threshold.max_increase is not None:
+        bound.change_threshold.direction = tfma.MetricDirection.LOWER_IS_BETTER
+        bound.change_threshold.absolute.value = threshold.max_increase
+    return bound
+
+
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    """TFMA metrics, slices and blessing thresholds (absolute and against the baseline)."""
-    metrics = {name: tfma.MetricConfig(class_name=name) for name in ("ExampleCount", "AUC",
-                                                                     "BinaryAccuracy", "Precision",
-                                                                     "Recall")}
+    """TFMA metrics of the task, slices and blessing thresholds (absolute and against the
+    baseline), with rows that have no label weighing nothing."""
+    task = config.task
+    metrics = {name: tfma.MetricConfig(class_name=name)
+               for name in ("ExampleCount", *(m.class_name for m in task.metrics))}
     for threshold in config.evaluation.thresholds:
-        bound = tfma.MetricThreshold()
-        if threshold.lower_bound is not None:
-            bound.value_threshold.lower_bound.value = threshold.lower_bound
-        if threshold.max_decrease is not None:
-            bound.change_threshold.direction = tfma.MetricDirection.HIGHER_IS_BETTER
-            bound.change_threshold.absolute.value = -threshold.max_decrease
+        metric = task.metric(threshold.metric)
         # Blessing is decided on the whole eval set; slices are reported, not gated.
         metrics[threshold.metric] = tfma.MetricConfig(
             class_name=threshold.metric,
-            per_slice_thresholds=[
-                tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=bound)
-            ],
+            per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+                slicing_specs=[tfma.SlicingSpec()],
+                threshold=_threshold(threshold, metric.higher_is_better),
+            )],
         )
+    specs = [tfma.MetricsSpec(metrics=list(metrics.values()))]
+    if isinstance(task, MulticlassTask):
+        specs.append(tfma.MetricsSpec(
+            metrics=[tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot")]))
+        specs.append(tfma.MetricsSpec(
+            metrics=[tfma.MetricConfig(class_name=n) for n in ("Precision", "Recall")],
+            binarize=tfma.BinarizationOptions(class_ids={"values": task.tfma_binarize_class_ids()}),
+        ))
+    # The generated preprocessing_fn weighs rows without a label 0; a user's own may not.
+    weight = WEIGHT_KEY if config.transform.preprocessing_fn is None else None
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
-                signature_name=EVAL_SIGNATURE,
-                preprocessing_function_names=[TRANSFORM_FEATURES_SIGNATURE],
+                signature_name=SERVING_TF_EXAMPLE,
+                preprocessing_function_names=[TRANSFORM_FEATURES],
                 label_key=config.label.name,
-                prediction_key=PROBABILITIES,
+                prediction_key=task.prediction_key,
+                example_weight_key=weight,
             )
         ],
         slicing_specs=[tfma.SlicingSpec()]
         + [tfma.SlicingSpec(feature_keys=list(s)) for s in config.evaluation.slices],
-        metrics_specs=[tfma.MetricsSpec(metrics=list(metrics.values()))],
+        metrics_specs=specs,
     )
 
 
 def create_pipeline(
     config: PipelineConfig,
+    placement: Placement | None = None,
     *,
     stop_after_schema: bool = False,
-    input_base: str | data_types.RuntimeParameter | None = None,
-    train_steps: int | data_types.RuntimeParameter | None = None,
-    eval_steps: int | data_types.RuntimeParameter | None = None,
-    metadata_connection_config=None,
-    beam_pipeline_args: list[str] | None = None,
-    pipeline_root: str | None = None,
-    model_push_dir: str | None = None,
 ) -> tfx.dsl.Pipeline:
     """The pipeline: ExampleGen → validation → Transform → Trainer → Evaluator → Pusher.
 
     Args:
         config: the loaded config.
+        placement: where it runs; default `Placement.local(config)`.
         stop_after_schema: build only ExampleGen, StatisticsGen and SchemaGen (schema freeze).
-        input_base, train_steps, eval_steps: overrides, e.g. Kubeflow runtime parameters (a
-            RuntimeParameter for train/eval steps holds TrainArgs/EvalArgs JSON, such as
-            '{"num_steps": 1000}', since a proto field cannot hold a parameter).
-        metadata_connection_config: MLMD store; defaults to the config's (None on Kubeflow).
-        beam_pipeline_args: overrides the config's Beam args.
-        pipeline_root, model_push_dir: override the config's local locations (cluster paths, as
-            strings so that gs:// URIs survive).
 
     Returns:
         A TFX pipeline whose node ids are the constants of this module.
     """
-    plan = config.feature_plan()
-    custom_config = plan.to_custom_config()
-    local_base, pattern = _input_location(config)
-    input_base = input_base or local_base
-    examples = example_gen(config, input_base, pattern)
+    placement = placement or Placement.local(config)
+    examples = example_gen(config, placement.input_base, placement.input_pattern)
     statistics = tfx.components.StatisticsGen(examples=examples.outputs["examples"]).with_id(
         STATISTICS_GEN
     )
@@ -145,40 +198,21 @@ def create_pipeline(
     schema = schema.with_id(SCHEMA_GEN)
     components = [examples, statistics, schema]
     if not stop_after_schema:
-        components += _training_components(
-            config, examples, statistics, schema, custom_config, input_base, pattern,
-            train_steps, eval_steps, model_push_dir or str(config.model_push_dir),
-        )
-    if metadata_connection_config is None and config.metadata.sqlite is not None:
-        metadata_connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            str(config.metadata.sqlite)
-        )
-    elif metadata_connection_config is None and config.metadata.mysql is not None:
-        m = config.metadata.mysql
-        metadata_connection_config = tfx.orchestration.metadata.mysql_metadata_connection_config(
-            host=m.host, port=m.port, database=m.database, username=m.user, password=m.password
-        )
+        components += _training_components(config, placement, examples, statistics, schema)
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline.name,
-        pipeline_root=pipeline_root or str(config.pipeline_root),
+        pipeline_root=placement.pipeline_root,
         components=components,
         enable_cache=True,
-        metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=list(beam_pipeline_args or config.beam.args),
+        metadata_connection_config=placement.metadata_connection_config,
+        beam_pipeline_args=list(placement.beam_args),
     )
 
 
-def _steps(proto_type, steps, default: int):
-    """TrainArgs/EvalArgs, or a runtime parameter that holds them as JSON."""
-    if isinstance(steps, data_types.RuntimeParameter):
-        return steps
-    return proto_type(num_steps=steps or default)
-
-
 def _training_components(
-    config, examples, statistics, schema, custom_config, input_base, pattern, train_steps,
-    eval_steps, push_dir,
+    config: PipelineConfig, placement: Placement, examples, statistics, schema
 ) -> list:
+    custom_config = config.feature_plan().to_custom_config()
     validator = tfx.components.ExampleValidator(
         statistics=statistics.outputs["statistics"], schema=schema.outputs["schema"]
     ).with_id(EXAMPLE_VALIDATOR)
@@ -189,8 +223,8 @@ def _training_components(
     row_check = RowCountCheck(
         examples=examples.outputs["examples"],
         statistics=statistics.outputs["statistics"],
-        input_base=input_base,
-        input_pattern=pattern,
+        input_base=placement.input_base,
+        input_pattern=placement.input_pattern,
         input_format=config.data.format,
     ).with_id(ROW_COUNT_CHECK)
     transform = tfx.components.Transform(
@@ -206,8 +240,8 @@ def _training_components(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema.outputs["schema"],
-        train_args=_steps(tfx.proto.TrainArgs, train_steps, config.model.train_steps),
-        eval_args=_steps(tfx.proto.EvalArgs, eval_steps, config.model.eval_steps),
+        train_args=placement.train_args,
+        eval_args=placement.eval_args,
         custom_config=custom_config,
     ).with_id(TRAINER)
     resolver = tfx.dsl.Resolver(
@@ -226,7 +260,7 @@ def _training_components(
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=push_dir
+                base_directory=placement.model_push_dir
             )
         ),
     ).with_id(PUSHER)

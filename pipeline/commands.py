@@ -12,8 +12,9 @@ from typing import TextIO
 
 import click
 
-from skewless.pipeline.config import ConfigError, PipelineConfig, check_references, load_config
+from skewless.pipeline.config import ConfigError, check_references, load_config
 from skewless.pipeline.files import write_text_atomically
+from skewless.pipeline.run_config import PipelineConfig
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -97,14 +98,26 @@ def _report_failure(config: PipelineConfig, failure, log_file: Path) -> None:
 def _format_check(check) -> str:
     value = "n/a" if check.value is None else f"{check.value:.4f}"
     parts = [f"{check.metric} {value}"]
-    if check.lower_bound is not None:
-        parts.append(f"lower bound {check.lower_bound:.4f}")
-    if check.max_decrease is not None:
+    for name, bound in (("lower bound", check.lower_bound), ("upper bound", check.upper_bound)):
+        if bound is not None:
+            parts.append(f"{name} {bound:.4f}")
+    if check.change_limit is not None:
+        direction = "decrease" if check.higher_is_better else "increase"
+        limit = f"max {direction} {check.change_limit:.4f}"
         if check.baseline is None:
-            parts.append(f"no blessed baseline yet (max decrease {check.max_decrease:.4f})")
+            parts.append(f"no blessed baseline yet ({limit})")
         else:
-            parts.append(f"baseline {check.baseline:.4f}, max decrease {check.max_decrease:.4f}")
+            parts.append(f"baseline {check.baseline:.4f}, {limit}")
     return ("PASS  " if check.passed else "FAIL  ") + "; ".join(parts)
+
+
+def _checked_config(config_path: Path):
+    """The config with its data checked, and the label column's profile; or the CLI's error."""
+    config = load_config_or_exit(config_path, check_data=False)
+    try:
+        return check_references(config)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @click.command()
@@ -113,12 +126,21 @@ def run(config_path: Path) -> None:
     """Run the whole pipeline locally (MLMD on SQLite), reusing cached executions."""
     from skewless.pipeline.results import summarize
 
-    config = load_config_or_exit(config_path)
+    config, label = _checked_config(config_path)
+    note = label.missing_note() if label is not None else None
+    if note:
+        click.echo(f"Label: {note}.")
     seconds = _run_with_progress(config, "run")
     summary = summarize(config)
     click.echo(f"Summary ({seconds:.1f} s)")
     if summary.examples is not None:
-        click.echo(f"  rows: {summary.examples} (source, ExampleGen and statistics agree)")
+        unlabelled = f"; {label.missing} without a label, not trained or evaluated on" if (
+            label is not None and label.missing) else ""
+        click.echo(f"  rows: {summary.examples} (source, ExampleGen and statistics agree)"
+                   f"{unlabelled}")
+    if summary.metrics:
+        click.echo(f"  {config.label.task} metrics: " + ", ".join(
+            f"{name} {value:.4f}" for name, value in summary.metrics.items()))
     for check in summary.checks:
         click.echo(f"  {_format_check(check)}")
     if summary.blessed:
@@ -140,8 +162,8 @@ def schema() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def freeze(config_path: Path, output: Path | None, force: bool) -> None:
     """Infer the schema from the data and write it as a curated schema.pbtxt."""
-    from skewless.pipeline.config import SchemaSection
     from skewless.pipeline.results import latest_schema_uri
+    from skewless.pipeline.run_config import SchemaSection
 
     config = load_config_or_exit(config_path, check_data=False)
     destination = output or config.schema_.curated
@@ -153,7 +175,7 @@ def freeze(config_path: Path, output: Path | None, force: bool) -> None:
         update={"schema_": SchemaSection(stop_on_anomalies=config.schema_.stop_on_anomalies)}
     )
     try:
-        check_references(inferring)
+        inferring, _ = check_references(inferring)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     _run_with_progress(inferring, "schema-freeze", stop_after_schema=True)

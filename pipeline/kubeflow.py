@@ -15,8 +15,9 @@ from typing import Literal
 
 import yaml
 
-from skewless.pipeline.config import ConfigError, PipelineConfig
+from skewless.pipeline.config import ConfigError, check_label
 from skewless.pipeline.files import write_text_atomically
+from skewless.pipeline.run_config import PipelineConfig
 
 Target = Literal["kubeflow", "vertex"]
 # Runtime parameters of the compiled pipeline; train/eval args hold TrainArgs/EvalArgs as JSON.
@@ -64,6 +65,28 @@ def check_cluster_config(config: PipelineConfig) -> None:
         )
 
 
+def with_label_classes(config: PipelineConfig) -> PipelineConfig:
+    """The config with its label classes, which the compiled pipeline carries.
+
+    They come from `label.classes`, or from the data when it is on this machine.
+
+    Raises:
+        ConfigError: a multiclass label lists no classes and the data is not here to read them.
+    """
+    label = config.label
+    needs_classes = label.task == "multiclass" or label.positive is not None
+    if label.classes is not None or not needs_classes:
+        return config
+    if config.data.path.exists():
+        return check_label(config)[0]
+    if label.task == "multiclass":
+        raise ConfigError(
+            f"{config.source}: label.classes: list the classes; the compiled pipeline carries "
+            f"them, and the data ({config.data.path}) is not on this machine to read them from"
+        )
+    return config
+
+
 def cluster_model_push_dir(config: PipelineConfig) -> str:
     """The model's base path as the pipeline's Pusher sees it on the cluster."""
     return posixpath.join(config.kubeflow.push_dir, config.serving.model_name)
@@ -93,26 +116,30 @@ def kubeflow_pipeline(config: PipelineConfig):
     from ml_metadata.proto import metadata_store_pb2
     from tfx.orchestration import data_types
 
-    from skewless.pipeline.build import create_pipeline
+    from skewless.components.data_formats import input_location
+    from skewless.pipeline.build import Placement, create_pipeline
 
     check_cluster_config(config)
+    config = with_label_classes(config)
     kubeflow = config.kubeflow
     parameters = {
         name: data_types.RuntimeParameter(name, ptype=str, default=default)
         for name, default in runtime_parameters(config).items()
     }
-    return create_pipeline(
-        config,
+    placement = Placement(
+        pipeline_root=kubeflow.pipeline_root,
+        model_push_dir=cluster_model_push_dir(config),
         input_base=parameters[DATA_ROOT],
-        train_steps=parameters[TRAIN_ARGS],
-        eval_steps=parameters[EVAL_ARGS],
+        # The file name (or `*.<suffix>` for a folder) is that of the local data path.
+        input_pattern=input_location(config.data.path, config.data.format)[1],
+        train_args=parameters[TRAIN_ARGS],
+        eval_args=parameters[EVAL_ARGS],
+        beam_args=kubeflow.beam_args,
         # Not the config's SQLite file: KubeflowV2DagRunner ignores the connection, and each task
         # records into the MLMD store of the KFP backend it runs on.
         metadata_connection_config=metadata_store_pb2.ConnectionConfig(),
-        beam_pipeline_args=list(kubeflow.beam_args),
-        pipeline_root=kubeflow.pipeline_root,
-        model_push_dir=cluster_model_push_dir(config),
     )
+    return create_pipeline(config, placement)
 
 
 def compile_job(config: PipelineConfig) -> dict:

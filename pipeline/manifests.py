@@ -23,8 +23,10 @@ import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from skewless.pipeline.config import ConfigError, PipelineConfig, ServingProfile
+from skewless.pipeline.cluster_config import ServingProfile
+from skewless.pipeline.config import ConfigError
 from skewless.pipeline.files import write_text_atomically
+from skewless.pipeline.run_config import PipelineConfig
 from skewless.serving import monitoring_config_pb2, session_bundle_config_pb2
 
 Profile = Literal["gpu", "cpu"]

@@ -14,6 +14,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from skewless.pipeline.results import overall_metrics
+from skewless.transforms.task import TASKS
 
 Artifact = metadata_store_pb2.Artifact
 Execution = metadata_store_pb2.Execution
@@ -129,8 +130,7 @@ class Registry:
             return f"version {_pushed_version(artifact)}"
         if artifact.type == "ModelEvaluation":
             metrics = _candidate_metrics(artifact.uri)
-            return ", ".join(f"{k}={metrics[k]:.3f}" for k in ("auc", "binary_accuracy")
-                             if k in metrics)
+            return ", ".join(f"{k}={metrics[k]:.3f}" for k in KEY_METRICS if k in metrics)
         if "split_names" in artifact.properties:
             return "splits " + artifact.properties["split_names"].string_value
         return ""
@@ -251,6 +251,10 @@ class Registry:
                 edges.add((f"a{event.artifact_id}", f"e{execution_id}"))
                 pending.append(event.artifact_id)
         return Lineage(self, artifact_id, nodes, steps, frozenset(edges))
+
+
+# The first two metrics of each task: what an evaluation's one-line detail shows.
+KEY_METRICS = tuple(m.key for task in TASKS.values() for m in task.metrics[:2])
 
 
 def _pushed_version(pushed: Artifact) -> int:

@@ -21,7 +21,7 @@ from skewless.pipeline.build import (
     SCHEMA_GEN,
     STATISTICS_GEN,
 )
-from skewless.pipeline.config import METRIC_NAMES, PipelineConfig
+from skewless.pipeline.run_config import PipelineConfig
 
 METRICS_FILE_PREFIX = "metrics"
 
@@ -32,16 +32,25 @@ class MetricCheck:
 
     metric: str
     value: float | None
-    lower_bound: float | None
     baseline: float | None
-    max_decrease: float | None
-    passed: bool
+    higher_is_better: bool
+    lower_bound: float | None = None
+    upper_bound: float | None = None
+    max_decrease: float | None = None
+    max_increase: float | None = None
+    passed: bool = False
+
+    @property
+    def change_limit(self) -> float | None:
+        """How far the value may move the wrong way from the baseline."""
+        return self.max_decrease if self.higher_is_better else self.max_increase
 
 
 @dataclasses.dataclass(frozen=True)
 class RunSummary:
     blessed: bool | None
     checks: tuple[MetricCheck, ...]
+    metrics: dict[str, float]  # the task's metrics of the candidate, on the whole eval set
     pushed_version: str | None
     pushed_path: str | None
     examples: int | None
@@ -98,27 +107,53 @@ def overall_metrics(evaluation_uri: str) -> dict[tuple[str, bool, bool], float]:
         if metrics.slice_key.single_slice_keys:
             continue
         for kv in metrics.metric_keys_and_values:
-            if kv.value.HasField("double_value"):
+            # Per-class values (a sub_key) are the notebooks' and the report's, not the summary's.
+            if kv.value.HasField("double_value") and not kv.key.HasField("sub_key"):
                 key = (kv.key.name, kv.key.model_name == "baseline", kv.key.is_diff)
                 values[key] = kv.value.double_value.value
     return values
 
 
+def _passes(check: MetricCheck) -> bool:
+    value, baseline = check.value, check.baseline
+    if value is None:
+        return False
+    if check.lower_bound is not None and value < check.lower_bound:
+        return False
+    if check.upper_bound is not None and value > check.upper_bound:
+        return False
+    if baseline is None or check.change_limit is None:
+        return True
+    change = value - baseline
+    return -change <= check.max_decrease if check.higher_is_better else change <= check.max_increase
+
+
 def metric_checks(config: PipelineConfig, evaluation_uri: str) -> tuple[MetricCheck, ...]:
+    """The config's thresholds against the candidate's (and baseline's) overall metrics."""
     values = overall_metrics(evaluation_uri)
+    task = config.task
     checks = []
     for threshold in config.evaluation.thresholds:
-        name = METRIC_NAMES[threshold.metric]
-        value = values.get((name, False, False))
-        baseline = values.get((name, True, False))
-        passed = value is not None
-        if passed and threshold.lower_bound is not None:
-            passed = value >= threshold.lower_bound
-        if passed and baseline is not None and threshold.max_decrease is not None:
-            passed = value - baseline >= -threshold.max_decrease
-        checks.append(MetricCheck(threshold.metric, value, threshold.lower_bound, baseline,
-                                  threshold.max_decrease, passed))
+        metric = task.metric(threshold.metric)
+        check = MetricCheck(
+            metric=threshold.metric,
+            value=values.get((metric.key, False, False)),
+            baseline=values.get((metric.key, True, False)),
+            higher_is_better=bool(metric.higher_is_better),
+            lower_bound=threshold.lower_bound,
+            upper_bound=threshold.upper_bound,
+            max_decrease=threshold.max_decrease,
+            max_increase=threshold.max_increase,
+        )
+        checks.append(dataclasses.replace(check, passed=_passes(check)))
     return tuple(checks)
+
+
+def task_metrics(config: PipelineConfig, evaluation_uri: str) -> dict[str, float]:
+    """The task's metrics of the candidate model, by metric class name, overall."""
+    values = overall_metrics(evaluation_uri)
+    return {m.class_name: values[(m.key, False, False)] for m in config.task.metrics
+            if (m.key, False, False) in values}
 
 
 def summarize(config: PipelineConfig) -> RunSummary:
@@ -140,7 +175,8 @@ def summarize(config: PipelineConfig) -> RunSummary:
     if statistics is not None:
         examples = sum(count_statistics_at(statistics.uri, _split_names(statistics)).values())
     checks = metric_checks(config, evaluation.uri) if evaluation is not None else ()
-    return RunSummary(blessed, checks, version, path, examples)
+    metrics = task_metrics(config, evaluation.uri) if evaluation is not None else {}
+    return RunSummary(blessed, checks, metrics, version, path, examples)
 
 
 def _split_names(artifact: metadata_store_pb2.Artifact) -> list[str]:

@@ -21,7 +21,7 @@ from tfx.orchestration.portable import launcher, runtime_parameter_utils
 from tfx.proto.orchestration import pipeline_pb2
 
 from skewless.pipeline.build import create_pipeline
-from skewless.pipeline.config import PipelineConfig
+from skewless.pipeline.run_config import PipelineConfig
 
 
 @dataclasses.dataclass(frozen=True)

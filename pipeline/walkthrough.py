@@ -19,7 +19,7 @@ from tfx import v1 as tfx
 from tfx.orchestration.experimental.interactive.interactive_context import InteractiveContext
 
 from skewless.pipeline.results import metrics_for_slices
-from skewless.transforms.model import HISTORY_FILE
+from skewless.transforms.training import HISTORY_FILE
 
 
 def interactive_context(pipeline: tfx.dsl.Pipeline) -> InteractiveContext:

@@ -17,7 +17,7 @@ from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from skewless.components.row_count_check.sources import count_records, count_source_rows
+from skewless.components.data_formats import count_records, count_source_rows
 
 EXAMPLES_KEY = "examples"
 STATISTICS_KEY = "statistics"

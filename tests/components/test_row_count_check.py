@@ -6,12 +6,12 @@ import pytest
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
+from skewless.components.data_formats import count_source_rows
 from skewless.components.row_count_check.executor import (
     RowCountMismatch,
     check_counts,
     count_statistics_at,
 )
-from skewless.components.row_count_check.sources import count_source_rows
 
 
 def test_csv_rows_are_records_not_lines(tmp_path):

@@ -79,9 +79,13 @@ def test_missing_required_key(tmp_path, small_csv):
     assert "serving.model_name: required key is missing" in message
 
 
-def test_bad_pipeline_name_shows_the_pattern(tmp_path, small_csv):
+def test_bad_pipeline_name_says_in_words_what_is_allowed_and_why(tmp_path, small_csv):
     message = _error(_config(tmp_path, small_csv, pipeline={"name": "Taxi_Pipeline"}))
-    assert "pipeline.name" in message and "[a-z0-9]" in message
+    assert message.endswith(
+        "pipeline.name: expected lowercase letters, digits and hyphens, starting with a letter or "
+        "digit, at most 128 characters (it is also the Kubeflow pipeline name, which allows no "
+        "more), got 'Taxi_Pipeline'")
+    assert "[a-z" not in message and "pattern" not in message
 
 
 def test_feature_the_data_lacks(tmp_path, small_csv):
@@ -184,12 +188,59 @@ def test_cross_of_unlisted_feature(tmp_path, small_csv):
 
 def test_threshold_needs_a_bound_and_a_known_metric(tmp_path, small_csv):
     message = _error(_config(tmp_path, small_csv, evaluation={"thresholds": [{"metric": "AUC"}]}))
-    assert "lower_bound, max_decrease or both" in message
+    assert "give a bound: lower_bound/max_decrease for a higher-is-better metric" in message
     message = _error(
         _config(tmp_path, small_csv,
                 evaluation={"thresholds": [{"metric": "F7", "lower_bound": 0.5}]})
     )
-    assert "evaluation.thresholds.0.metric" in message
+    assert message.endswith(
+        "evaluation.thresholds.0.metric: F7 is not a binary metric; use one of AUC, "
+        "BinaryAccuracy, Precision, Recall, AUCPrecisionRecall")
+
+
+def test_metric_of_another_task_is_one_line(tmp_path, small_csv):
+    thresholds = [{"metric": "AUC", "lower_bound": 0.5},
+                  {"metric": "MeanSquaredError", "upper_bound": 10.0}]
+    message = _error(_config(tmp_path, small_csv, evaluation={"thresholds": thresholds}))
+    assert message.endswith("evaluation.thresholds.1.metric: MeanSquaredError is not a binary "
+                            "metric; use one of AUC, BinaryAccuracy, Precision, Recall, "
+                            "AUCPrecisionRecall")
+
+
+def test_bound_against_the_metric_direction_is_one_line(tmp_path, small_csv):
+    thresholds = [{"metric": "AUC", "max_increase": 0.1}]
+    message = _error(_config(tmp_path, small_csv, evaluation={"thresholds": thresholds}))
+    assert message.endswith("evaluation.thresholds.0.metric: AUC is higher-is-better: use "
+                            "lower_bound/max_decrease, not max_increase")
+
+
+def test_regression_thresholds_take_upper_bounds_and_max_increase(tmp_path):
+    from tests.conftest import DIABETES_CONFIG
+
+    config = load_config(DIABETES_CONFIG)
+    assert config.label.task == "regression"
+    [threshold] = config.evaluation.thresholds
+    assert threshold.metric == "MeanAbsoluteError"
+    assert threshold.upper_bound is not None and threshold.max_increase is not None
+    raw = __import__("yaml").safe_load(DIABETES_CONFIG.read_text())
+    raw["evaluation"]["thresholds"] = [{"metric": "MeanAbsoluteError", "lower_bound": 1.0}]
+    raw["data"]["path"] = str(REPO / "data" / "diabetes" / "data.csv")
+    message = _error(write_config(tmp_path / "d.yaml", raw))
+    assert message.endswith("MeanAbsoluteError is lower-is-better: use "
+                            "upper_bound/max_increase, not lower_bound")
+    raw["evaluation"]["thresholds"] = [{"metric": "Calibration", "upper_bound": 1.1}]
+    message = _error(write_config(tmp_path / "d.yaml", raw))
+    assert message.endswith("Calibration has no better direction; it takes no threshold")
+
+
+def test_build_fn_import_path_is_checked(tmp_path, small_csv):
+    message = _error(_config(tmp_path, small_csv, model={"build_fn": "mypkg.models.build"}))
+    assert "model.build_fn: No module named 'mypkg'" in message
+    message = _error(_config(tmp_path, small_csv, model={"build_fn": "tests.conftest.nothing"}))
+    assert "model.build_fn: 'tests.conftest.nothing' names nothing callable in tests.conftest" \
+        in message
+    message = _error(_config(tmp_path, small_csv, model={"build_fn": "not a path"}))
+    assert "model.build_fn: expected an import path like 'package.module.function'" in message
 
 
 def test_preprocessing_fn_import_path_is_checked(tmp_path, small_csv):

@@ -1,0 +1,327 @@
+"""The run part of the config (data, label and task, features, model, evaluation, serving, MLMD)
+and `PipelineConfig`, the one typed, immutable object that holds every section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from skewless.components.data_formats import FORMATS
+from skewless.pipeline.cluster_config import DeploymentSection, KubeflowSection
+from skewless.pipeline.sections import LaxPath, ModelName, PipelineName, Section
+from skewless.transforms.features import WEIGHT_KEY, FeaturePlan
+from skewless.transforms.task import TASKS, BinaryTask, MulticlassTask, RegressionTask, Task
+
+TaskKind = Literal["binary", "multiclass", "regression"]
+
+
+class PipelineSection(Section):
+    name: PipelineName
+    output_dir: LaxPath
+
+
+class Split(Section):
+    train: int = Field(gt=0)
+    eval: int = Field(gt=0)
+
+
+class DataSection(Section):
+    path: LaxPath
+    format: Literal[FORMATS] = "csv"  # type: ignore[valid-type]
+    split: Split = Split(train=4, eval=1)
+
+
+class SchemaSection(Section):
+    curated: LaxPath | None = None
+    stop_on_anomalies: bool = True
+
+
+class DerivedLabel(Section):
+    numerator: str
+    denominator: str
+    greater_than: float
+
+
+class LabelSection(Section):
+    """The label column (or a derived binary label) and the task it poses."""
+
+    name: str
+    task: TaskKind = "binary"
+    column: str | None = None
+    derived: DerivedLabel | None = None
+    positive: str | int | None = None  # binary: the value of a two-valued column that is 1
+    classes: tuple[str | int, ...] | None = None  # multiclass: the classes (default: the data's)
+
+    @model_validator(mode="after")
+    def _fits_task(self) -> LabelSection:
+        if (self.column is None) == (self.derived is None):
+            raise ValueError("give exactly one of label.column or label.derived")
+        if self.derived is not None and self.task != "binary":
+            raise ValueError(f"label.derived: a derived label is binary, not {self.task}; "
+                             "use label.column for this task")
+        if self.positive is not None and (self.task != "binary" or self.column is None):
+            raise ValueError("label.positive: only a binary label.column has a positive value")
+        if self.classes is not None:
+            if self.task == "regression":
+                raise ValueError("label.classes: a regression label has no classes")
+            names = [str(c) for c in self.classes]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"label.classes: listed twice: {', '.join(repeated)}")
+            if len(names) < 2:
+                raise ValueError(f"label.classes: a classifier needs two or more classes, got "
+                                 f"{names}")
+            if self.task == "binary" and len(names) != 2:
+                raise ValueError(f"label.classes: task binary has two classes, got {len(names)}")
+            if self.task == "binary" and self.positive is not None and str(
+                    self.positive) not in names:
+                raise ValueError(f"label.positive: {self.positive!r} is not one of label.classes")
+        return self
+
+    @property
+    def source_columns(self) -> tuple[str, ...]:
+        if self.column is not None:
+            return (self.column,)
+        return (self.derived.numerator, self.derived.denominator)
+
+    def task_object(self) -> Task:
+        """The task, with the class names the config resolved (see `pipeline.labels`)."""
+        names = tuple(str(c) for c in self.classes or ())
+        if self.task == "multiclass":
+            return MulticlassTask(classes=names)
+        if self.task == "regression":
+            return RegressionTask()
+        if self.positive is None:
+            return BinaryTask()
+        positive = str(self.positive)
+        others = [n for n in names if n != positive]
+        return BinaryTask(positive=positive, negative=others[0] if others else None)
+
+
+class NumericFeatures(Section):
+    names: tuple[str, ...] = ()
+
+
+class CategoricalFeatures(Section):
+    names: tuple[str, ...] = ()
+    top_k: int = Field(default=1000, gt=0)
+    oov_buckets: int = Field(default=10, ge=1)
+
+
+class BucketizedFeatures(Section):
+    names: tuple[str, ...] = ()
+    buckets: int = Field(default=10, ge=2)
+
+
+class Cross(Section):
+    features: tuple[str, ...] = Field(min_length=2)
+    hash_buckets: int = Field(default=1000, gt=1)
+
+
+class FeaturesSection(Section):
+    numeric: NumericFeatures = NumericFeatures()
+    categorical: CategoricalFeatures = CategoricalFeatures()
+    bucketized: BucketizedFeatures = BucketizedFeatures()
+    crosses: tuple[Cross, ...] = ()
+
+    @property
+    def raw_names(self) -> tuple[str, ...]:
+        return self.numeric.names + self.categorical.names + self.bucketized.names
+
+    @model_validator(mode="after")
+    def _distinct_and_known(self) -> FeaturesSection:
+        names = self.raw_names
+        if not names:
+            raise ValueError("name at least one feature")
+        # serving_default takes one named input per feature; TF records which inputs may be left
+        # out from Python parameter defaults, so a feature name must be an identifier.
+        unnamable = [n for n in names if not n.isidentifier() or n == WEIGHT_KEY]
+        if unnamable:
+            raise ValueError(
+                "feature names must be letters, digits and underscores (serving input names): "
+                + ", ".join(map(repr, unnamable))
+            )
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"features listed under two treatments: {', '.join(repeated)}")
+        discrete = self.categorical.names + self.bucketized.names
+        for cross in self.crosses:
+            unknown = [n for n in cross.features if n not in discrete]
+            if unknown:
+                raise ValueError(
+                    "crosses: uses features not listed as categorical or bucketized: "
+                    + ", ".join(unknown)
+                )
+        return self
+
+
+class ModelSection(Section):
+    hidden_units: tuple[int, ...] = (64, 32)
+    embedding_dim: int = Field(default=8, gt=0)
+    learning_rate: float = Field(default=0.001, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    train_steps: int = Field(default=1000, gt=0)
+    eval_steps: int = Field(default=100, gt=0)
+    seed: int = 42  # weights and shuffling: the same data and config train the same model
+    build_fn: str | None = None  # import path of your own model builder (transforms/network.py)
+
+
+class Threshold(Section):
+    """A blessing condition on one of the task's metrics, in the metric's direction."""
+
+    metric: str
+    lower_bound: float | None = None
+    upper_bound: float | None = None
+    max_decrease: float | None = Field(default=None, ge=0)
+    max_increase: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> Threshold:
+        if all(v is None for v in (self.lower_bound, self.upper_bound, self.max_decrease,
+                                   self.max_increase)):
+            raise ValueError("give a bound: lower_bound/max_decrease for a higher-is-better "
+                             "metric, upper_bound/max_increase for a lower-is-better one")
+        return self
+
+    def check_direction(self, task: Task) -> None:
+        """Raises ValueError when the metric is not the task's or a bound runs against it."""
+        metric = task.metric(self.metric)
+        if metric.higher_is_better is None:
+            raise ValueError(f"{self.metric} has no better direction; it takes no threshold")
+        wrong = (("upper_bound", "max_increase") if metric.higher_is_better
+                 else ("lower_bound", "max_decrease"))
+        given = [key for key in wrong if getattr(self, key) is not None]
+        if given:
+            right = ("lower_bound/max_decrease" if metric.higher_is_better
+                     else "upper_bound/max_increase")
+            raise ValueError(f"{self.metric} is {metric.direction}-is-better: use {right}, "
+                             f"not {given[0]}")
+
+
+class EvaluationSection(Section):
+    thresholds: tuple[Threshold, ...] = ()
+    slices: tuple[tuple[str, ...], ...] = ()
+
+
+class ServingSection(Section):
+    model_name: ModelName
+    push_dir: LaxPath
+
+
+class MySQL(Section):
+    host: str
+    port: int = 3306
+    database: str
+    user: str
+    password: str = ""
+
+
+class MetadataSection(Section):
+    sqlite: LaxPath | None = None
+    mysql: MySQL | None = None
+
+    @model_validator(mode="after")
+    def _one_store(self) -> MetadataSection:
+        if (self.sqlite is None) == (self.mysql is None):
+            raise ValueError("give exactly one of metadata.sqlite or metadata.mysql")
+        return self
+
+
+class BeamSection(Section):
+    args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+
+
+class TransformSection(Section):
+    preprocessing_fn: str | None = None  # import path of a user's own preprocessing_fn
+
+
+class PipelineConfig(Section):
+    """Everything a run needs; paths are absolute once loaded."""
+
+    pipeline: PipelineSection
+    data: DataSection
+    schema_: SchemaSection = Field(default=SchemaSection(), alias="schema")
+    label: LabelSection
+    features: FeaturesSection
+    transform: TransformSection = TransformSection()
+    model: ModelSection = ModelSection()
+    evaluation: EvaluationSection = EvaluationSection()
+    serving: ServingSection
+    metadata: MetadataSection
+    beam: BeamSection = BeamSection()
+    kubeflow: KubeflowSection = KubeflowSection()
+    deployment: DeploymentSection = DeploymentSection()
+    source: LaxPath | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineConfig:
+        if self.label.name in self.features.raw_names:
+            raise ValueError(f"label.name: {self.label.name!r} is also a feature name")
+        leaked = [n for n in self.label.source_columns if n in self.features.raw_names]
+        if self.label.derived is not None and self.label.derived.numerator in leaked:
+            raise ValueError(
+                f"label numerator {self.label.derived.numerator!r} is also a feature (label leak)"
+            )
+        if self.label.column is not None and leaked:
+            raise ValueError(f"label column {self.label.column!r} is also a feature")
+        unknown = [n for s in self.evaluation.slices for n in s if n not in self.features.raw_names]
+        if unknown:
+            raise ValueError(f"evaluation.slices: uses features not listed: {', '.join(unknown)}")
+        task = TASKS[self.label.task]
+        for index, threshold in enumerate(self.evaluation.thresholds):
+            try:
+                threshold.check_direction(task)
+            except ValueError as error:
+                raise ValueError(f"evaluation.thresholds.{index}.metric: {error}") from None
+        return self
+
+    # Derived locations, so that no path is built anywhere else.
+    @property
+    def pipeline_root(self) -> Path:
+        return self.pipeline.output_dir / "pipeline_root"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.pipeline.output_dir / "logs"
+
+    @property
+    def model_push_dir(self) -> Path:
+        return self.serving.push_dir / self.serving.model_name
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        return self.features.raw_names + tuple(
+            n for n in self.label.source_columns if n not in self.features.raw_names
+        )
+
+    @property
+    def task(self) -> Task:
+        return self.label.task_object()
+
+    def feature_plan(self) -> FeaturePlan:
+        """The part of the config that transforms/ needs, as its own plain type."""
+        f = self.features
+        derived = self.label.derived
+        return FeaturePlan(
+            label=self.label.name,
+            task=self.task,
+            label_column=self.label.column,
+            label_numerator=derived.numerator if derived else None,
+            label_denominator=derived.denominator if derived else None,
+            label_greater_than=derived.greater_than if derived else None,
+            numeric=f.numeric.names,
+            categorical=f.categorical.names,
+            top_k=f.categorical.top_k,
+            oov_buckets=f.categorical.oov_buckets,
+            bucketized=f.bucketized.names,
+            buckets=f.bucketized.buckets,
+            crosses=tuple((c.features, c.hash_buckets) for c in f.crosses),
+            hidden_units=self.model.hidden_units,
+            embedding_dim=self.model.embedding_dim,
+            learning_rate=self.model.learning_rate,
+            batch_size=self.model.batch_size,
+            seed=self.model.seed,
+            build_fn=self.model.build_fn,
+        )
