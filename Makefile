@@ -3,8 +3,10 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.skewless-installed
-CONFIG ?= configs/taxi.yaml
-MODEL_NAME ?= taxi
+DATASET ?= taxi
+CONFIG ?= configs/$(DATASET).yaml
+MODEL_NAME ?= $(DATASET)
+ROWS ?= data/$(DATASET)/rows.json
 MODEL_BASE_PATH ?= artifacts/serving/$(MODEL_NAME)
 PYTEST_ARGS ?=
 
@@ -22,11 +24,12 @@ $(STAMP): setup.py constraints.txt
 	touch $@
 
 # Train, evaluate and push on the bundled data, then serve the pushed model and query it once
-# over REST and once over gRPC.
+# over REST and once over gRPC. `make demo DATASET=iris` (multiclass) or `DATASET=diabetes`
+# (regression) for the other bundled tasks.
 demo: $(STAMP)
 	$(BIN)/skewless run --config $(CONFIG)
 	$(BIN)/skewless serve-demo --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME) \
-		--json data/taxi/rows.json
+		--json $(ROWS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

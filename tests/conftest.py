@@ -15,6 +15,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 TAXI_CSV = REPO / "data" / "taxi" / "data.csv"
 TAXI_CONFIG = REPO / "configs" / "taxi.yaml"
+IRIS_CONFIG = REPO / "configs" / "iris.yaml"
+DIABETES_CONFIG = REPO / "configs" / "diabetes.yaml"
 
 
 def write_sample(path: Path, rows: int, source: Path = TAXI_CSV) -> Path:

@@ -149,7 +149,7 @@ def test_every_task_runs_the_project_image_with_installed_code(compiled):
         return tasks[task]["inputs"]["parameters"][name]["runtimeValue"]["constant"]
 
     # Import paths resolved in the image, not a module file packaged from this machine.
-    assert constant("Trainer", "run_fn") == "skewless.transforms.model.run_fn"
+    assert constant("Trainer", "run_fn") == "skewless.transforms.training.run_fn"
     assert constant("Transform", "preprocessing_fn") == (
         "skewless.transforms.preprocessing.preprocessing_fn")
     for task in ("Trainer", "Transform"):
@@ -225,6 +225,51 @@ def test_config_values_change_the_spec(tmp_path):
         assert "--direct_running_mode=in_memory" not in container["args"]
 
 
+def _plan(spec: dict, task: str) -> dict:
+    """The feature plan a compiled task carries in its custom_config."""
+    parameters = spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"]
+    return json.loads(parameters["custom_config"]["runtimeValue"]["constant"])[
+        "skewless_feature_plan"]
+
+
+def test_regression_spec_carries_the_task_and_its_evaluation(tmp_path):
+    from tests.conftest import DIABETES_CONFIG
+
+    config = load_config(DIABETES_CONFIG, check_data=False)
+    _, (spec, _) = _compile(config, tmp_path / "out")
+    for task in ("Transform", "Trainer"):
+        plan = _plan(spec, task)
+        assert plan["task"] == {"kind": "regression", "label_mean": 0.0, "label_std": 1.0}
+        assert plan["label"] == plan["label_column"] == "progression"
+    evaluator = spec["root"]["dag"]["tasks"]["Evaluator"]["inputs"]["parameters"]
+    eval_config = json.loads(evaluator["eval_config"]["runtimeValue"]["constant"])
+    [model_spec] = eval_config["model_specs"]
+    assert model_spec["prediction_key"] == "predictions"
+    assert model_spec["example_weight_key"] == "__weight__"
+    metrics = {m["class_name"]: m for m in eval_config["metrics_specs"][0]["metrics"]}
+    assert {"MeanSquaredError", "RootMeanSquaredError", "MeanAbsoluteError",
+            "MeanAbsolutePercentageError", "Calibration"} <= set(metrics)
+    [threshold] = metrics["MeanAbsoluteError"]["per_slice_thresholds"]
+    assert threshold["threshold"]["change_threshold"] == {
+        "direction": "LOWER_IS_BETTER", "absolute": 5.0}
+    assert threshold["threshold"]["value_threshold"]["upper_bound"] == 60.0
+
+
+def test_multiclass_spec_carries_the_classes(tmp_path):
+    from tests.conftest import IRIS_CONFIG
+
+    config = load_config(IRIS_CONFIG, check_data=False)
+    _, (spec, _) = _compile(config, tmp_path / "out")
+    assert _plan(spec, "Trainer")["task"] == {
+        "kind": "multiclass", "classes": ["setosa", "versicolor", "virginica"]}
+    # Without the data on this machine, the classes must be listed in the config.
+    raw = yaml.safe_load(IRIS_CONFIG.read_text())
+    raw["data"]["path"] = str(tmp_path / "elsewhere" / "data.csv")
+    with pytest.raises(ConfigError, match=r"label\.classes: list the classes; the compiled "
+                                          r"pipeline carries them"):
+        _compile(parse_config(raw, tmp_path / "iris.yaml"), tmp_path / "out2")
+
+
 def test_vertex_target_writes_a_pipeline_job(tmp_path):
     config = _variant(tmp_path, kubeflow={"pipeline_root": "gs://bucket/root"})
     _, (job,) = _compile(config, tmp_path / "out", "vertex")
@@ -242,7 +287,8 @@ def test_vertex_target_writes_a_pipeline_job(tmp_path):
         ({"push_dir": "gs://bucket/models"}, r"kubeflow\.push_dir: the Pusher renames folders"),
         ({"data_root": "data/taxi"}, r"kubeflow\.data_root: expected an absolute cluster path"),
         ({"push_dir": "/srv/models"}, r"kubeflow\.push_dir: /srv/models is under no volumes"),
-        ({"image": "Skewless Pipeline"}, r"kubeflow\.image: expected String should match"),
+        ({"image": "Skewless Pipeline"}, r"kubeflow\.image: expected an image reference such "
+                                         r"as registry\.example\.com/team/image:tag"),
         ({"beam_args": ["runner=DataflowRunner"]}, r"kubeflow\.beam_args: expected --flag"),
         ({"imagee": "x"}, r"kubeflow\.imagee: unknown key"),
     ],

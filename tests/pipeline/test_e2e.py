@@ -12,16 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_transform as tft
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
 from skewless.pipeline import build
 from skewless.pipeline.config import load_config
 from skewless.pipeline.results import connect, latest_output
-from skewless.transforms.model import MISSING_INT64
+from skewless.transforms.signatures import MISSING_INT64
 from tests.conftest import sample_config_dict, write_config
 from tests.pipeline.helpers import skewless, states, versions
+from tests.pipeline.parity import (
+    materialised_train,
+    named_tensors,
+    raw_train_examples,
+    rows,
+    rows_match,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -128,78 +134,28 @@ def test_mlmd_records_executions_artifacts_and_lineage(first_run, config):
             "Trainer", "Evaluator", "Pusher", "AnomalyGate", "RowCountCheck"} <= node_types
 
 
-def _raw_train_examples(config, n: int) -> list[bytes]:
-    store = connect(config)
-    examples = latest_output(store, config.pipeline.name, build.EXAMPLE_GEN, "Examples")
-    files = tf.io.gfile.glob(f"{examples.uri}/Split-train/*")
-    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(n)]
-
-
-def _materialised_train(config) -> tuple[dict[str, np.ndarray], tft.TFTransformOutput]:
-    store = connect(config)
-    transformed = latest_output(store, config.pipeline.name, build.TRANSFORM, "Examples")
-    graph = latest_output(store, config.pipeline.name, build.TRANSFORM, "TransformGraph")
-    tft_output = tft.TFTransformOutput(graph.uri)
-    files = tf.io.gfile.glob(f"{transformed.uri}/Split-train/*")
-    records = list(tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator())
-    parsed = tf.io.parse_example(records, tft_output.transformed_feature_spec())
-    return {k: np.reshape(v.numpy(), [len(records)]) for k, v in parsed.items()}, tft_output
-
-
-def _rows_match(graph: dict[str, np.ndarray], stored: dict[str, np.ndarray]) -> np.ndarray:
-    """For each graph-transformed row: is there a materialised row equal to it (floats 1e-6)?"""
-    floats = [k for k, v in stored.items() if v.dtype.kind == "f"]
-    ints = [k for k in stored if k not in floats]
-    g_f = np.stack([graph[k] for k in floats], axis=1)[:, None, :]
-    s_f = np.stack([stored[k] for k in floats], axis=1)[None, :, :]
-    g_i = np.stack([graph[k] for k in ints], axis=1)[:, None, :]
-    s_i = np.stack([stored[k] for k in ints], axis=1)[None, :, :]
-    same = (np.abs(g_f - s_f).max(axis=2) <= 1e-6) & (g_i == s_i).all(axis=2)
-    return same.any(axis=1)
-
-
 def test_skew_materialised_transform_equals_exported_graph(first_run, config):
-    raw = _raw_train_examples(config, 500)
+    raw = raw_train_examples(config, 500)
     assert len(raw) == 500
-    stored, _ = _materialised_train(config)
+    stored, _ = materialised_train(config)
     [version] = versions(config.model_push_dir)
     model = tf.saved_model.load(str(config.model_push_dir / version))
     computed = model.signatures["transform_features"](examples=tf.constant(raw))
     graph = {k: np.reshape(v.numpy(), [500]) for k, v in computed.items() if k in stored}
     assert set(graph) == set(stored)
-    assert _rows_match(graph, stored).all()
+    assert rows_match(graph, stored).all()
     # The comparison is sharp: a drift of 1e-4 in one z-score is caught.
     drifted = dict(graph, trip_miles_xf=graph["trip_miles_xf"] + 1e-4)
-    assert not _rows_match(drifted, stored).any()
-
-
-def _named_tensors(raw: list[bytes], signature) -> dict[str, tf.Tensor]:
-    """What a JSON client sends: one tensor per raw feature; NaN / '' / MISSING_INT64 if absent."""
-    _, specs = signature.structured_input_signature
-    columns = {name: [] for name in specs}
-    for record in raw:
-        features = tf.train.Example.FromString(record).features.feature
-        for name, spec in specs.items():
-            kind = features[name].WhichOneof("kind") if name in features else None
-            values = list(getattr(features[name], kind).value) if kind else []
-            if values:
-                columns[name].append(values[0])
-            elif spec.dtype == tf.string:
-                columns[name].append(b"")
-            elif spec.dtype.is_integer:
-                columns[name].append(MISSING_INT64)
-            else:
-                columns[name].append(float("nan"))
-    return {name: tf.constant(values, specs[name].dtype) for name, values in columns.items()}
+    assert not rows_match(drifted, stored).any()
 
 
 def test_skew_raw_feature_and_tf_example_signatures_agree(first_run, config):
-    raw = _raw_train_examples(config, 500)
+    raw = raw_train_examples(config, 500)
     [version] = versions(config.model_push_dir)
     model = tf.saved_model.load(str(config.model_push_dir / version))
     by_example = model.signatures["serving_tf_example"](examples=tf.constant(raw))
     serving_default = model.signatures["serving_default"]
-    by_features = serving_default(**_named_tensors(raw, serving_default))
+    by_features = serving_default(**named_tensors(raw, serving_default))
     np.testing.assert_allclose(
         by_features["probabilities"].numpy(), by_example["probabilities"].numpy(), atol=1e-6
     )
@@ -290,16 +246,6 @@ def test_model_worse_than_the_blessed_baseline_is_not_pushed(first_run, config, 
     assert versions(config.model_push_dir) == before
 
 
-def _rows(tensors: dict[str, tf.Tensor]) -> list[dict]:
-    """The JSON rows a client sends for the same tensors (strings as text)."""
-    columns = {
-        name: [v.decode() if isinstance(v, bytes) else v for v in t.numpy().tolist()]
-        for name, t in tensors.items()
-    }
-    size = len(next(iter(columns.values())))
-    return [{name: values[i] for name, values in columns.items()} for i in range(size)]
-
-
 def test_served_real_model_matches_in_process_over_rest_and_grpc(first_run, config):
     """The pipeline's own model (tf.Transform graph, sparse optional inputs, signature defaults)
     served by `skewless serve`: 200 rows, missing values included, REST = gRPC = in-process."""
@@ -307,11 +253,11 @@ def test_served_real_model_matches_in_process_over_rest_and_grpc(first_run, conf
     from skewless.serving.config import single_model_config
     from skewless.serving.server import ModelServer, ServerOptions
 
-    raw = _raw_train_examples(config, 200)
+    raw = raw_train_examples(config, 200)
     [version] = versions(config.model_push_dir)
     model = tf.saved_model.load(str(config.model_push_dir / version))
     signature = model.signatures["serving_default"]
-    tensors = _named_tensors(raw, signature)
+    tensors = named_tensors(raw, signature)
     assert np.isnan(tensors["pickup_latitude"].numpy()).any()  # rows with missing values
     expected = signature(**tensors)["probabilities"].numpy()
     # Leaving out optional inputs entirely: the signature's defaults mark them missing.
@@ -329,10 +275,10 @@ def test_served_real_model_matches_in_process_over_rest_and_grpc(first_run, conf
     try:
         name = config.serving.model_name
         with RestClient(port=server.rest_port) as rest, GrpcClient(port=server.grpc_port) as grpc:
-            by_rest = rest.predict(name, _rows(tensors))["probabilities"].ravel()
-            by_grpc = grpc.predict(name, _rows(tensors))["probabilities"].ravel()
-            without_rest = rest.predict(name, _rows(kept))["probabilities"].ravel()
-            without_grpc = grpc.predict(name, _rows(kept))["probabilities"].ravel()
+            by_rest = rest.predict(name, rows(tensors))["probabilities"].ravel()
+            by_grpc = grpc.predict(name, rows(tensors))["probabilities"].ravel()
+            without_rest = rest.predict(name, rows(kept))["probabilities"].ravel()
+            without_grpc = grpc.predict(name, rows(kept))["probabilities"].ravel()
     finally:
         server.stop()
     np.testing.assert_allclose(by_rest, expected, atol=1e-6)
