@@ -240,9 +240,12 @@ def test_config_values_change_the_files(tmp_path):
          r"deployment\.cpu\.batching\.allowed_batch_sizes: expected increasing sizes ending"),
         ({"version_policy": "specific"}, r"deployment\.versions: give versions exactly when"),
         ({"replicas": {"min": 3, "max": 2}}, r"deployment\.replicas\.max: 2 is below min"),
-        ({"tf_serving_version": "latest"}, r"deployment\.tf_serving_version: expected String"),
+        ({"tf_serving_version": "latest"},
+         r"deployment\.tf_serving_version: expected a version such as 2\.16\.1, got 'latest'"),
         ({"model_volume": {"claim_name": "Models_PVC"}},
-         r"deployment\.model_volume\.claim_name: expected String should match"),
+         r"deployment\.model_volume\.claim_name: expected a Kubernetes name: lowercase letters, "
+         r"digits and '-', starting and ending with a letter or digit, at most 63 characters, "
+         r"got 'Models_PVC'"),
     ],
 )
 def test_bad_deployment_section_gives_one_line_errors(tmp_path, section, message):
