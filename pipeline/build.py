@@ -14,13 +14,17 @@ from skewless.components.data_formats import input_location
 from skewless.components.parquet_example_gen.component import ParquetExampleGen
 from skewless.components.pusher.component import Pusher
 from skewless.components.row_count_check.component import RowCountCheck
+from skewless.components.tuner.component import Tuner
+from skewless.components.tuner.executor import FINGERPRINT_PROPERTY
 from skewless.pipeline.run_config import PipelineConfig
 from skewless.transforms.features import WEIGHT_KEY
 from skewless.transforms.signatures import SERVING_TF_EXAMPLE, TRANSFORM_FEATURES
 from skewless.transforms.task import MulticlassTask
+from skewless.transforms.tuning import TuningPlan, declared_search_space
 
 DEFAULT_PREPROCESSING_FN = "skewless.transforms.preprocessing.preprocessing_fn"
 RUN_FN = "skewless.transforms.training.run_fn"
+TUNER_FN = "skewless.transforms.tuning.tuner_fn"
 
 # Node ids, used to read results back from MLMD.
 EXAMPLE_GEN = "ExampleGen"
@@ -34,6 +38,8 @@ EXAMPLE_VALIDATOR = "ExampleValidator"
 ANOMALY_GATE = "AnomalyGate"
 ROW_COUNT_CHECK = "RowCountCheck"
 RESOLVER = "latest_blessed_model_resolver"
+TUNER = "Tuner"
+HYPERPARAMETERS_IMPORTER = "HyperparametersImporter"
 
 
 Steps = tfx.proto.TrainArgs | tfx.proto.EvalArgs | data_types.RuntimeParameter
@@ -173,13 +179,17 @@ def create_pipeline(
     placement: Placement | None = None,
     *,
     stop_after_schema: bool = False,
+    reuse_hyperparameters: str | None = None,
 ) -> tfx.dsl.Pipeline:
-    """The pipeline: ExampleGen → validation → Transform → Trainer → Evaluator → Pusher.
+    """The pipeline: ExampleGen → validation → Transform → (Tuner) → Trainer → Evaluator →
+    Pusher.
 
     Args:
         config: the loaded config.
         placement: where it runs; default `Placement.local(config)`.
         stop_after_schema: build only ExampleGen, StatisticsGen and SchemaGen (schema freeze).
+        reuse_hyperparameters: with tuning on, the URI of best hyperparameters of an earlier
+            search of the same space, imported instead of searching again.
 
     Returns:
         A TFX pipeline whose node ids are the constants of this module.
@@ -198,7 +208,8 @@ def create_pipeline(
     schema = schema.with_id(SCHEMA_GEN)
     components = [examples, statistics, schema]
     if not stop_after_schema:
-        components += _training_components(config, placement, examples, statistics, schema)
+        components += _training_components(config, placement, examples, statistics, schema,
+                                           reuse_hyperparameters)
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline.name,
         pipeline_root=placement.pipeline_root,
@@ -209,8 +220,47 @@ def create_pipeline(
     )
 
 
+def tuning_plan(config: PipelineConfig) -> TuningPlan | None:
+    """The config's search (a build_fn's declared space under the config's entries), or None."""
+    tuning = config.tuning
+    if tuning is None:
+        return None
+    space = {**declared_search_space(config.feature_plan()), **tuning.entries()}
+    return TuningPlan(
+        search_space=space,
+        algorithm=tuning.algorithm,
+        max_trials=tuning.max_trials,
+        seed=config.model.seed,
+        hyperband_max_epochs=tuning.hyperband.max_epochs,
+        hyperband_factor=tuning.hyperband.factor,
+    )
+
+
+def _hyperparameters(config: PipelineConfig, transform, schema, reuse: str | None) -> list:
+    """The Tuner over the transformed examples, or an Importer of an earlier search's best."""
+    plan = tuning_plan(config)
+    if plan is None:
+        return []
+    if reuse is not None:
+        return [tfx.dsl.Importer(
+            source_uri=reuse,
+            artifact_type=tfx.types.standard_artifacts.HyperParameters,
+            custom_properties={FINGERPRINT_PROPERTY: plan.fingerprint()},
+        ).with_id(HYPERPARAMETERS_IMPORTER)]
+    return [Tuner(
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema.outputs["schema"],
+        tuner_fn=TUNER_FN,
+        train_args=tfx.proto.TrainArgs(num_steps=config.tuning.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=config.tuning.eval_steps),
+        custom_config={**config.feature_plan().to_custom_config(), **plan.to_custom_config()},
+    ).with_id(TUNER)]
+
+
 def _training_components(
-    config: PipelineConfig, placement: Placement, examples, statistics, schema
+    config: PipelineConfig, placement: Placement, examples, statistics, schema,
+    reuse_hyperparameters: str | None = None,
 ) -> list:
     custom_config = config.feature_plan().to_custom_config()
     validator = tfx.components.ExampleValidator(
@@ -235,8 +285,15 @@ def _training_components(
     ).with_id(TRANSFORM)
     transform.add_upstream_node(gate)
     transform.add_upstream_node(row_check)
+    tuning = _hyperparameters(config, transform, schema, reuse_hyperparameters)
+    best = {}
+    if tuning:
+        [node] = tuning
+        best = {"hyperparameters": node.outputs[
+            "result" if node.id == HYPERPARAMETERS_IMPORTER else "best_hyperparameters"]}
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
+        **best,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema.outputs["schema"],
@@ -264,4 +321,4 @@ def _training_components(
             )
         ),
     ).with_id(PUSHER)
-    return [validator, gate, row_check, transform, trainer, resolver, evaluator, pusher]
+    return [validator, gate, row_check, transform, *tuning, trainer, resolver, evaluator, pusher]

@@ -111,6 +111,16 @@ def _format_check(check) -> str:
     return ("PASS  " if check.passed else "FAIL  ") + "; ".join(parts)
 
 
+def _format_tuning(tuning) -> str:
+    values = ", ".join(f"{k}={v}" for k, v in sorted(tuning.values.items()))
+    if tuning.reused:
+        return f"hyperparameters: {values} (reused from an earlier search of the same space)"
+    score = "n/a" if tuning.score is None else f"{tuning.score:.4f}"
+    failed = f", {tuning.failed} failed" if tuning.failed else ""
+    return (f"hyperparameters: {values} (best of {tuning.trials} trials{failed}; "
+            f"{tuning.objective} {score})")
+
+
 def _checked_config(config_path: Path):
     """The config with its data checked, and the label column's profile; or the CLI's error."""
     config = load_config_or_exit(config_path, check_data=False)
@@ -141,6 +151,8 @@ def run(config_path: Path) -> None:
     if summary.metrics:
         click.echo(f"  {config.label.task} metrics: " + ", ".join(
             f"{name} {value:.4f}" for name, value in summary.metrics.items()))
+    if summary.tuning is not None:
+        click.echo(f"  {_format_tuning(summary.tuning)}")
     for check in summary.checks:
         click.echo(f"  {_format_check(check)}")
     if summary.blessed:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from skewless.components import data_formats
 from skewless.pipeline.labels import LabelError, LabelProfile, profile_label
-from skewless.pipeline.run_config import PipelineConfig
+from skewless.pipeline.run_config import BUILT_IN_LIMITS, PipelineConfig
 from skewless.transforms.features import import_callable
 
 
@@ -148,7 +148,26 @@ def check_references(config: PipelineConfig) -> tuple[PipelineConfig, LabelProfi
                 import_callable(path)
             except (ImportError, AttributeError, ValueError) as exc:
                 raise ConfigError(f"{src}: {key}: {exc}") from None
+    check_tuning(config)
     return check_label(config)
+
+
+def check_tuning(config: PipelineConfig) -> None:
+    """Checks that a build_fn declares every hyperparameter the search space names beyond the
+    built-in model's.
+
+    Raises:
+        ConfigError: a name neither built in nor declared by the build_fn.
+    """
+    if config.tuning is None or config.model.build_fn is None:
+        return
+    declared = getattr(import_callable(config.model.build_fn), "search_space", None) or {}
+    for name in config.tuning.search_space:
+        if name not in BUILT_IN_LIMITS and name not in declared:
+            raise ConfigError(
+                f"{config.source}: tuning.search_space.{name}: not a hyperparameter of the "
+                f"built-in model ({', '.join(BUILT_IN_LIMITS)}) nor declared in the "
+                f"`search_space` attribute of {config.model.build_fn}")
 
 
 def check_label(config: PipelineConfig) -> tuple[PipelineConfig, LabelProfile | None]:

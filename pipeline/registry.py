@@ -13,7 +13,7 @@ import pandas as pd
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from skewless.pipeline.results import overall_metrics
+from skewless.pipeline.results import HYPERPARAMETERS, best_values, overall_metrics
 from skewless.transforms.task import TASKS
 
 Artifact = metadata_store_pb2.Artifact
@@ -131,6 +131,8 @@ class Registry:
         if artifact.type == "ModelEvaluation":
             metrics = _candidate_metrics(artifact.uri)
             return ", ".join(f"{k}={metrics[k]:.3f}" for k in KEY_METRICS if k in metrics)
+        if artifact.type == HYPERPARAMETERS:
+            return _shown(best_values(artifact))
         if "split_names" in artifact.properties:
             return "splits " + artifact.properties["split_names"].string_value
         return ""
@@ -139,6 +141,11 @@ class Registry:
         """The execution that made an artifact (not the cached runs that reused it)."""
         ids = [e.execution_id for e in self._events_of(artifact_id=artifact_id, kind=Event.OUTPUT)]
         return min(ids, default=None)
+
+    def inputs(self, execution_id: int, *type_names: str) -> list[Artifact]:
+        """An execution's input artifacts of the given types."""
+        ids = [e.artifact_id for e in self._events_of(execution_id=execution_id, kind=Event.INPUT)]
+        return [a for a in map(self._artifact, ids) if a.type in type_names]
 
     def consumers(self, artifact_id: int, key: str) -> list[int]:
         """Executions that took the artifact as input `key`, oldest first."""
@@ -188,7 +195,11 @@ class Registry:
         for model in self.artifacts_of_type("Model"):
             row = {"model": model.id, "trained": _time(model.create_time_since_epoch),
                    "trainer_execution": self.producer(model.id), "blessed": None,
-                   "pushed_version": None, "pushed_path": None}
+                   "pushed_version": None, "pushed_path": None, "hyperparameters": None}
+            trainer = row["trainer_execution"]
+            tuned = self.inputs(trainer, HYPERPARAMETERS) if trainer is not None else []
+            if tuned:
+                row["hyperparameters"] = _shown(best_values(tuned[0]))
             evaluations = self.consumers(model.id, "model")
             evaluators = [i for i in evaluations if self.outputs(i, "ModelEvaluation")]
             if evaluators:
@@ -255,6 +266,10 @@ class Registry:
 
 # The first two metrics of each task: what an evaluation's one-line detail shows.
 KEY_METRICS = tuple(m.key for task in TASKS.values() for m in task.metrics[:2])
+
+
+def _shown(values: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
 
 
 def _pushed_version(pushed: Artifact) -> int:

@@ -14,12 +14,16 @@ from tensorflow_model_analysis.proto import metrics_for_slice_pb2
 
 from skewless.components.anomaly_gate.executor import Anomaly, read_anomalies_at
 from skewless.components.row_count_check.executor import count_statistics_at
+from skewless.components.tuner import executor as tuner_executor
 from skewless.pipeline.build import (
     EVALUATOR,
     EXAMPLE_VALIDATOR,
+    HYPERPARAMETERS_IMPORTER,
     PUSHER,
     SCHEMA_GEN,
     STATISTICS_GEN,
+    TRAINER,
+    TUNER,
 )
 from skewless.pipeline.run_config import PipelineConfig
 
@@ -47,6 +51,18 @@ class MetricCheck:
 
 
 @dataclasses.dataclass(frozen=True)
+class TuningOutcome:
+    """The hyperparameters the Trainer took: searched in this run, or reused from an earlier."""
+
+    values: dict[str, object]
+    objective: str
+    score: float | None
+    trials: int
+    failed: int
+    reused: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class RunSummary:
     blessed: bool | None
     checks: tuple[MetricCheck, ...]
@@ -54,6 +70,7 @@ class RunSummary:
     pushed_version: str | None
     pushed_path: str | None
     examples: int | None
+    tuning: TuningOutcome | None = None
 
 
 def connect(config: PipelineConfig) -> metadata_store.MetadataStore:
@@ -70,23 +87,81 @@ def connect(config: PipelineConfig) -> metadata_store.MetadataStore:
     return metadata_store.MetadataStore(connection)
 
 
-def latest_output(
-    store: metadata_store.MetadataStore, pipeline_name: str, node_id: str, type_name: str
-) -> metadata_store_pb2.Artifact | None:
-    """The artifact of a type that a node's newest finished execution output (cached or not)."""
+def newest_execution(
+    store: metadata_store.MetadataStore, pipeline_name: str, node_id: str
+) -> metadata_store_pb2.Execution | None:
+    """A node's newest finished execution (executed or cached)."""
     context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
     if context is None:
         return None
     done = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
     executions = [e for e in store.get_executions_by_context(context.id)
                   if e.last_known_state in done]
-    if not executions:
+    return max(executions, key=lambda e: e.id, default=None)
+
+
+def latest_output(
+    store: metadata_store.MetadataStore, pipeline_name: str, node_id: str, type_name: str,
+    event: int = metadata_store_pb2.Event.OUTPUT,
+) -> metadata_store_pb2.Artifact | None:
+    """The artifact of a type that a node's newest finished execution output (cached or not),
+    or took as input with `event=Event.INPUT`."""
+    newest = newest_execution(store, pipeline_name, node_id)
+    if newest is None:
         return None
-    newest = max(executions, key=lambda e: e.id)
     ids = [e.artifact_id for e in store.get_events_by_execution_ids([newest.id])
-           if e.type == metadata_store_pb2.Event.OUTPUT]
+           if e.type == event]
     artifacts = [a for a in store.get_artifacts_by_id(ids) if a.type == type_name]
     return max(artifacts, key=lambda a: a.id, default=None)
+
+
+HYPERPARAMETERS = "HyperParameters"
+
+
+def best_values(artifact: metadata_store_pb2.Artifact) -> dict[str, object]:
+    """The tuned values a best hyperparameters artifact holds (KerasTuner's bookkeeping aside)."""
+    raw = artifact.custom_properties.get(tuner_executor.VALUES_PROPERTY)
+    values = json.loads(raw.string_value) if raw is not None else {}
+    return {k: v for k, v in values.items() if not k.startswith("tuner/")}
+
+
+def tuning_outcome(store: metadata_store.MetadataStore, config: PipelineConfig
+                   ) -> TuningOutcome | None:
+    """The hyperparameters the newest Trainer took, and whether this run searched for them."""
+    name = config.pipeline.name
+    used = latest_output(store, name, TRAINER, HYPERPARAMETERS, metadata_store_pb2.Event.INPUT)
+    if used is None:
+        return None
+    tuned = newest_execution(store, name, TUNER)
+    imported = newest_execution(store, name, HYPERPARAMETERS_IMPORTER)
+    reused = imported is not None and (tuned is None or imported.id > tuned.id)
+    props = used.custom_properties
+    score = props.get(tuner_executor.SCORE_PROPERTY)
+    return TuningOutcome(
+        values=best_values(used),
+        objective=props[tuner_executor.OBJECTIVE_PROPERTY].string_value,
+        score=None if score is None else score.double_value,
+        trials=props[tuner_executor.TRIALS_PROPERTY].int_value,
+        failed=props[tuner_executor.FAILED_PROPERTY].int_value,
+        reused=reused,
+    )
+
+
+def reusable_hyperparameters(config: PipelineConfig, fingerprint: str) -> str | None:
+    """The URI of the newest best hyperparameters a search with this fingerprint found for
+    the pipeline, or None (no such search yet, or no store yet)."""
+    if config.metadata.sqlite is not None and not config.metadata.sqlite.is_file():
+        return None
+    store = connect(config)
+    context = store.get_context_by_type_and_name("pipeline", config.pipeline.name)
+    if context is None:
+        return None
+    found = [a for a in store.get_artifacts_by_context(context.id)
+             if a.type == HYPERPARAMETERS and a.state == metadata_store_pb2.Artifact.LIVE
+             and a.custom_properties.get(tuner_executor.FINGERPRINT_PROPERTY) is not None
+             and a.custom_properties[tuner_executor.FINGERPRINT_PROPERTY].string_value
+             == fingerprint]
+    return max(found, key=lambda a: a.id).uri if found else None
 
 
 def _read_records(directory: str, prefix: str, message_type):
@@ -176,7 +251,8 @@ def summarize(config: PipelineConfig) -> RunSummary:
         examples = sum(count_statistics_at(statistics.uri, _split_names(statistics)).values())
     checks = metric_checks(config, evaluation.uri) if evaluation is not None else ()
     metrics = task_metrics(config, evaluation.uri) if evaluation is not None else {}
-    return RunSummary(blessed, checks, metrics, version, path, examples)
+    return RunSummary(blessed, checks, metrics, version, path, examples,
+                      tuning_outcome(store, config))
 
 
 def _split_names(artifact: metadata_store_pb2.Artifact) -> list[str]:

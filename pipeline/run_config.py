@@ -168,6 +168,87 @@ class ModelSection(Section):
     build_fn: str | None = None  # import path of your own model builder (transforms/network.py)
 
 
+class Range(Section):
+    """A range of numbers to search: integers when min, max and step are integers."""
+
+    min: int | float
+    max: int | float
+    step: int | float | None = Field(default=None, gt=0)
+    sampling: Literal["linear", "log"] = "linear"
+
+
+SpaceEntry = tuple[int | float | str, ...] | Range
+
+# What the built-in model's hyperparameters may take: (integers only, smallest allowed).
+BUILT_IN_LIMITS = {"layers": (True, 1), "units": (True, 1), "embedding_dim": (True, 1),
+                    "batch_size": (True, 1), "learning_rate": (False, 0.0)}
+
+
+def check_space_entry(name: str, entry: SpaceEntry) -> None:
+    """Raises ValueError naming `name` when an entry holds no possible value."""
+    key = f"tuning.search_space.{name}"
+    if isinstance(entry, Range):
+        if entry.min > entry.max:
+            raise ValueError(f"{key}: min {entry.min} is above max {entry.max}")
+        if entry.sampling == "log" and entry.min <= 0:
+            raise ValueError(f"{key}: log sampling needs min above 0, got {entry.min}")
+        values = (entry.min, entry.max)
+    else:
+        if not entry:
+            raise ValueError(f"{key}: list at least one value")
+        if len(set(entry)) != len(entry):
+            raise ValueError(f"{key}: a value is listed twice in {list(entry)}")
+        values = entry
+    if name not in BUILT_IN_LIMITS:
+        return
+    integers, floor = BUILT_IN_LIMITS[name]
+    for value in values:
+        if isinstance(value, str) or isinstance(value, bool) or (
+                integers and not isinstance(value, int)):
+            kind = "an integer" if integers else "a number"
+            raise ValueError(f"{key}: {value!r} is not {kind}")
+        if (value < floor) if integers else (value <= floor):
+            bound = f"at least {floor}" if integers else f"above {floor}"
+            raise ValueError(f"{key}: {value!r} is impossible; {name} must be {bound}")
+    if isinstance(entry, Range) and integers and not isinstance(entry.step or 1, int):
+        raise ValueError(f"{key}: step {entry.step} is not an integer")
+
+
+class HyperbandSettings(Section):
+    max_epochs: int = Field(default=4, ge=2)
+    factor: int = Field(default=2, ge=2)
+
+
+class TuningSection(Section):
+    """A hyperparameter search (TFX's Tuner) before training; the Trainer takes the best."""
+
+    search_space: dict[str, SpaceEntry] = Field(min_length=1)
+    algorithm: Literal["random", "bayesian", "hyperband"] = "random"
+    max_trials: int = Field(default=10, gt=0)
+    train_steps: int = Field(default=100, gt=0)  # per trial
+    eval_steps: int = Field(default=10, gt=0)  # per trial
+    reuse: Literal["latest", "never"] = "never"
+    hyperband: HyperbandSettings = HyperbandSettings()
+
+    @model_validator(mode="after")
+    def _possible(self) -> TuningSection:
+        for name, entry in self.search_space.items():
+            if not name.isidentifier():
+                raise ValueError(f"tuning.search_space: {name!r} is not a hyperparameter name "
+                                 "(letters, digits and underscores)")
+            check_space_entry(name, entry)
+        if "hyperband" in self.model_fields_set and self.algorithm != "hyperband":
+            raise ValueError(f"tuning.hyperband: settings for Hyperband, but the algorithm is "
+                             f"{self.algorithm}")
+        return self
+
+    def entries(self) -> dict[str, dict]:
+        """The search space as plain entries (see `skewless.transforms.tuning`)."""
+        return {name: (entry.model_dump(exclude_none=True) if isinstance(entry, Range)
+                       else {"values": list(entry)})
+                for name, entry in self.search_space.items()}
+
+
 class Threshold(Section):
     """A blessing condition on one of the task's metrics, in the metric's direction."""
 
@@ -248,6 +329,7 @@ class PipelineConfig(Section):
     transform: TransformSection = TransformSection()
     model: ModelSection = ModelSection()
     evaluation: EvaluationSection = EvaluationSection()
+    tuning: TuningSection | None = None
     serving: ServingSection
     metadata: MetadataSection
     beam: BeamSection = BeamSection()
@@ -269,6 +351,13 @@ class PipelineConfig(Section):
         unknown = [n for s in self.evaluation.slices for n in s if n not in self.features.raw_names]
         if unknown:
             raise ValueError(f"evaluation.slices: uses features not listed: {', '.join(unknown)}")
+        if self.tuning is not None and self.model.build_fn is None:
+            unknown = [n for n in self.tuning.search_space if n not in BUILT_IN_LIMITS]
+            if unknown:
+                raise ValueError(
+                    f"tuning.search_space.{unknown[0]}: not a hyperparameter of the built-in "
+                    f"model ({', '.join(BUILT_IN_LIMITS)}); a model.build_fn declares its own "
+                    "in a `search_space` attribute")
         task = TASKS[self.label.task]
         for index, threshold in enumerate(self.evaluation.thresholds):
             try:

@@ -20,7 +20,7 @@ from tfx.orchestration.local import local_dag_runner, runner_utils
 from tfx.orchestration.portable import launcher, runtime_parameter_utils
 from tfx.proto.orchestration import pipeline_pb2
 
-from skewless.pipeline.build import create_pipeline
+from skewless.pipeline.build import create_pipeline, tuning_plan
 from skewless.pipeline.run_config import PipelineConfig
 
 
@@ -140,4 +140,10 @@ def run_pipeline(
     config.pipeline.output_dir.mkdir(parents=True, exist_ok=True)
     if config.metadata.sqlite is not None:
         config.metadata.sqlite.parent.mkdir(parents=True, exist_ok=True)
+    if config.tuning is not None and config.tuning.reuse == "latest" and not pipeline_kwargs.get(
+            "stop_after_schema"):
+        from skewless.pipeline.results import reusable_hyperparameters
+
+        pipeline_kwargs["reuse_hyperparameters"] = reusable_hyperparameters(
+            config, tuning_plan(config).fingerprint())
     ProgressDagRunner(on_event).run(create_pipeline(config, **pipeline_kwargs))

@@ -15,7 +15,8 @@ transformed features as a dict of named [batch, 1] inputs and ends in `task.head
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import tensorflow as tf
 import tf_keras as keras
@@ -40,6 +41,8 @@ class Hyperparameters:
     hidden_units: tuple[int, ...]
     embedding_dim: int
     learning_rate: float
+    # Every tuned value by name (the Tuner's best, or a trial's), for a build_fn's own.
+    values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 BuildFn = Callable[[dict[str, TransformedFeature], Task, Hyperparameters], keras.Model]
@@ -106,14 +109,43 @@ def resolve_build_fn(path: str | None) -> BuildFn:
     return wide_and_deep if path is None else import_callable(path)
 
 
-def build_model(schema: schema_pb2.Schema, plan: FeaturePlan) -> keras.Model:
+def tuned_hyperparameters(
+    plan: FeaturePlan, values: Mapping[str, Any] | None
+) -> tuple[Hyperparameters, int]:
+    """The hyperparameters and batch size of the plan with tuned values in place of its own.
+
+    `layers` and `units_<i>` (the width of hidden layer i) replace `hidden_units`; a layer with
+    no tuned width keeps the plan's (its last layer's for layers beyond the plan's).
+    """
+    values = dict(values or {})
+    widths = plan.hidden_units or (1,)
+    layers = int(values.get("layers", len(plan.hidden_units)))
+    hidden_units = tuple(int(values.get(f"units_{i}", widths[min(i, len(widths) - 1)]))
+                         for i in range(layers))
+    hyperparameters = Hyperparameters(
+        hidden_units=hidden_units,
+        embedding_dim=int(values.get("embedding_dim", plan.embedding_dim)),
+        learning_rate=float(values.get("learning_rate", plan.learning_rate)),
+        values=values,
+    )
+    return hyperparameters, int(values.get("batch_size", plan.batch_size))
+
+
+def build_model(
+    schema: schema_pb2.Schema, plan: FeaturePlan, hyperparameters: Hyperparameters | None = None
+) -> keras.Model:
     """The plan's model (built-in or build_fn) over the transformed features, checked.
+
+    Args:
+        schema: the transformed schema.
+        plan: the feature plan.
+        hyperparameters: tuned ones (see `tuned_hyperparameters`); default the plan's.
 
     Raises:
         ValueError: the model is not compiled, or its output does not fit the task.
     """
     build = resolve_build_fn(plan.build_fn)
-    hyperparameters = Hyperparameters(plan.hidden_units, plan.embedding_dim, plan.learning_rate)
+    hyperparameters = hyperparameters or tuned_hyperparameters(plan, None)[0]
     model = build(model_inputs(schema, plan.label), plan.task, hyperparameters)
     where = plan.build_fn or "the built-in model"
     if not isinstance(model, keras.Model):

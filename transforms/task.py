@@ -69,6 +69,8 @@ class Task(abc.ABC):
     # The serving output TFMA evaluates and the Keras metric the training curves show.
     prediction_key: ClassVar[str]
     history_metric: ClassVar[str]
+    # Whether a higher `history_metric` is better: the direction a hyperparameter search takes.
+    history_metric_higher_is_better: ClassVar[bool]
     loss: ClassVar[str]
     api_signature: ClassVar[str]
 
@@ -108,6 +110,13 @@ class Task(abc.ABC):
                 f"the model's output has shape {model.output_shape}; task {self.kind} expects "
                 f"(None, {self.units}) (use task.head(x) as the last layer)"
             )
+
+    @property
+    def tuning_objective(self) -> tuple[str, str]:
+        """What a hyperparameter search optimises: the history metric on the eval data, and
+        KerasTuner's direction for it ("max" or "min")."""
+        direction = "max" if self.history_metric_higher_is_better else "min"
+        return "val_" + self.history_metric, direction
 
     # -- serving --
     @abc.abstractmethod
@@ -162,6 +171,7 @@ class BinaryTask(Task):
     )
     prediction_key: ClassVar[str] = "probabilities"
     history_metric: ClassVar[str] = "auc"
+    history_metric_higher_is_better: ClassVar[bool] = True
     loss: ClassVar[str] = "binary_crossentropy"
     api_signature: ClassVar[str] = CLASSIFICATION_SIGNATURE
 
@@ -222,6 +232,7 @@ class MulticlassTask(Task):
     )
     prediction_key: ClassVar[str] = "scores"
     history_metric: ClassVar[str] = "accuracy"
+    history_metric_higher_is_better: ClassVar[bool] = True
     loss: ClassVar[str] = "sparse_categorical_crossentropy"
     api_signature: ClassVar[str] = CLASSIFICATION_SIGNATURE
 
@@ -285,6 +296,7 @@ class RegressionTask(Task):
     )
     prediction_key: ClassVar[str] = "predictions"
     history_metric: ClassVar[str] = "mae"
+    history_metric_higher_is_better: ClassVar[bool] = False
     loss: ClassVar[str] = "mse"
     api_signature: ClassVar[str] = REGRESSION_SIGNATURE
 

@@ -14,7 +14,7 @@ import tf_keras as keras
 from tfx_bsl.tfxio import dataset_options
 
 from skewless.transforms.features import WEIGHT_KEY, FeaturePlan
-from skewless.transforms.network import build_model
+from skewless.transforms.network import build_model, tuned_hyperparameters
 from skewless.transforms.signatures import export
 from skewless.transforms.task import RegressionTask
 
@@ -55,23 +55,37 @@ def label_scale(batches: tf.data.Dataset) -> tuple[float, float]:
     return float(values.mean()), float(values.std()) or 1.0
 
 
+def train_and_eval_datasets(plan: FeaturePlan, fn_args: Any, tft_output) -> tuple:
+    """The training and eval datasets of a Trainer's or Tuner's fn_args, batched by the plan."""
+    return (dataset(fn_args.train_files, fn_args.data_accessor, tft_output, plan),
+            dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, plan))
+
+
+def prepare_plan(plan: FeaturePlan, fn_args: Any, tft_output) -> FeaturePlan:
+    """The plan with what only the training data tells: a regression label's mean and spread."""
+    if not isinstance(plan.task, RegressionTask):
+        return plan
+    mean, std = label_scale(train_and_eval_datasets(plan, fn_args, tft_output)[0])
+    return dataclasses.replace(
+        plan, task=dataclasses.replace(plan.task, label_mean=mean, label_std=std))
+
+
 def run_fn(fn_args: Any) -> None:
     """Trains for exactly `train_steps` steps, then exports with every signature.
 
+    With a Tuner (or imported hyperparameters) upstream, its best values replace the plan's.
     The training history (loss and the task's metrics per epoch, train and eval) is written as
     JSON to `<model_run_dir>/history.json`.
     """
     plan = FeaturePlan.from_custom_config(fn_args.custom_config)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     keras.utils.set_random_seed(plan.seed)
-    train = dataset(fn_args.train_files, fn_args.data_accessor, tft_output, plan)
-    evaluation = dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, plan)
-    if isinstance(plan.task, RegressionTask):
-        mean, std = label_scale(train)
-        plan = dataclasses.replace(
-            plan, task=dataclasses.replace(plan.task, label_mean=mean, label_std=std)
-        )
-    model = build_model(tft_output.transformed_metadata.schema, plan)
+    plan = prepare_plan(plan, fn_args, tft_output)
+    tuned = (fn_args.hyperparameters or {}).get("values")
+    hyperparameters, batch_size = tuned_hyperparameters(plan, tuned)
+    plan = dataclasses.replace(plan, batch_size=batch_size)
+    train, evaluation = train_and_eval_datasets(plan, fn_args, tft_output)
+    model = build_model(tft_output.transformed_metadata.schema, plan, hyperparameters)
     # Up to 10 epochs for the history, of equal length, adding up to exactly train_steps.
     epochs = max(d for d in range(1, 11) if fn_args.train_steps % d == 0)
     history = model.fit(

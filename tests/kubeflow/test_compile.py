@@ -339,3 +339,39 @@ def test_dockerfile_builds_on_the_pinned_tfx_with_the_constraints():
     assert folders <= copied, f"package folders missing from the image: {folders - copied}"
     ignore = (REPO / "kubeflow" / "Dockerfile.dockerignore").read_text()
     assert all(f"!{folder}/" in ignore for folder in folders)
+
+
+def test_tuning_puts_the_tuner_between_transform_and_trainer(tmp_path):
+    from skewless.pipeline.build import create_pipeline
+    from tests.conftest import IRIS_CONFIG
+
+    raw = yaml.safe_load(IRIS_CONFIG.read_text())
+    raw["tuning"] = {"max_trials": 4, "train_steps": 50,
+                     "search_space": {"units": [8, 16], "learning_rate": {"min": 0.001,
+                                                                          "max": 0.1}}}
+    config = parse_config(raw, IRIS_CONFIG)
+    _, (spec, _) = _compile(config, tmp_path / "out")
+    nodes, edges = _compiled_edges(spec)
+    local = create_pipeline(config)
+    assert nodes == {c.id for c in local.components}
+    assert edges == {(up.id, c.id) for c in local.components for up in c.upstream_nodes}
+    assert {("Transform", "Tuner"), ("SchemaGen", "Tuner"), ("Tuner", "Trainer")} <= edges
+    tuner = spec["root"]["dag"]["tasks"]["Tuner"]
+    assert tuner["inputs"]["artifacts"]["examples"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "transformed_examples", "producerTask": "Transform"}
+    assert tuner["inputs"]["artifacts"]["transform_graph"]["taskOutputArtifact"][
+        "producerTask"] == "Transform"
+    trainer = spec["root"]["dag"]["tasks"]["Trainer"]
+    assert trainer["inputs"]["artifacts"]["hyperparameters"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "best_hyperparameters", "producerTask": "Tuner"}
+    parameters = tuner["inputs"]["parameters"]
+    assert parameters["tuner_fn"]["runtimeValue"]["constant"] == (
+        "skewless.transforms.tuning.tuner_fn")
+    assert json.loads(parameters["train_args"]["runtimeValue"]["constant"]) == {"num_steps": 50}
+    search = json.loads(parameters["custom_config"]["runtimeValue"]["constant"])["skewless_tuning"]
+    assert search["max_trials"] == 4
+    assert search["search_space"]["units"] == {"values": [8, 16]}
+    executor = spec["deploymentSpec"]["executors"][tuner["componentRef"]["name"].replace(
+        "comp-", "exec-")]["container"]
+    assert executor["args"][executor["args"].index("--executor_class_path") + 1] == (
+        "skewless.components.tuner.executor.Executor")

@@ -282,3 +282,58 @@ def test_string_where_a_list_belongs(tmp_path, small_csv):
     raw["features"]["numeric"]["names"] = "trip_miles"
     message = _error(write_config(tmp_path / "c.yaml", raw))
     assert "features.numeric.names: expected a list, got 'trip_miles'" in message
+
+
+def _tuning(tmp_path, small_csv, tuning: dict, **sections) -> Path:
+    raw = sample_config_dict(tmp_path, small_csv, **sections)
+    raw["tuning"] = tuning
+    return write_config(tmp_path / "tuned.yaml", raw)
+
+
+def test_tuning_section_loads_with_choices_and_ranges(tmp_path, small_csv):
+    config = load_config(_tuning(tmp_path, small_csv, {
+        "algorithm": "bayesian", "max_trials": 5, "reuse": "latest",
+        "search_space": {"layers": {"min": 1, "max": 3}, "units": [16, 32],
+                         "learning_rate": {"min": 0.0001, "max": 0.1, "sampling": "log"}}}))
+    assert config.tuning.entries() == {
+        "layers": {"min": 1, "max": 3, "sampling": "linear"}, "units": {"values": [16, 32]},
+        "learning_rate": {"min": 0.0001, "max": 0.1, "sampling": "log"}}
+
+
+@pytest.mark.parametrize(("tuning", "expected"), [
+    ({"search_space": {"learning_rate": [0.01, -0.1]}},
+     "tuning.search_space.learning_rate: -0.1 is impossible; learning_rate must be above 0.0"),
+    ({"search_space": {"units": [16, 0]}},
+     "tuning.search_space.units: 0 is impossible; units must be at least 1"),
+    ({"search_space": {"layers": {"min": 3, "max": 1}}},
+     "tuning.search_space.layers: min 3 is above max 1"),
+    ({"search_space": {"learning_rate": {"min": 0.0, "max": 0.1, "sampling": "log"}}},
+     "tuning.search_space.learning_rate: log sampling needs min above 0, got 0.0"),
+    ({"search_space": {"batch_size": [8.5]}},
+     "tuning.search_space.batch_size: 8.5 is not an integer"),
+    ({"search_space": {"dropout": [0.1]}},
+     "tuning.search_space.dropout: not a hyperparameter of the built-in model (layers, units, "
+     "embedding_dim, batch_size, learning_rate); a model.build_fn declares its own in a "
+     "`search_space` attribute"),
+    ({"search_space": {}}, "tuning.search_space: expected a dictionary with at least 1 item"),
+    ({"search_space": {"units": [8]}, "algorithm": "grid"},
+     "tuning.algorithm: expected 'random', 'bayesian' or 'hyperband', got 'grid'"),
+    ({"search_space": {"units": [8]}, "max_trials": 0},
+     "tuning.max_trials: expected greater than 0, got 0"),
+    ({"search_space": {"units": [8]}, "hyperband": {"factor": 3}},
+     "tuning.hyperband: settings for Hyperband, but the algorithm is random"),
+])
+def test_impossible_search_space_is_one_line(tmp_path, small_csv, tuning, expected):
+    message = _error(_tuning(tmp_path, small_csv, tuning))
+    assert message.endswith(expected), message
+
+
+def test_build_fn_hyperparameters_must_be_declared(tmp_path, small_csv):
+    model = {"build_fn": "tests.transforms.custom_network.poisonable"}
+    load_config(_tuning(tmp_path, small_csv, {"search_space": {"poison": [0]}}, model=model))
+    message = _error(_tuning(tmp_path, small_csv, {"search_space": {"dropout": [0.1]}},
+                             model=model))
+    assert message.endswith("tuning.search_space.dropout: not a hyperparameter of the built-in "
+                            "model (layers, units, embedding_dim, batch_size, learning_rate) nor "
+                            "declared in the `search_space` attribute of "
+                            "tests.transforms.custom_network.poisonable")

@@ -40,3 +40,18 @@ def uncompiled(features, task, hyperparameters):
 
 def not_a_model(features, task, hyperparameters):
     return "a model"
+
+
+def poisonable(features, task, hyperparameters):
+    """A network whose own hyperparameter `poison` (declared below) makes every output NaN."""
+    inputs = {name: keras.Input(shape=(1,), name=name, dtype=f.dtype)
+              for name, f in features.items()}
+    x = keras.layers.concatenate(list(inputs.values()))
+    x = keras.layers.Dense(hyperparameters.values.get("width", 4), activation="relu",
+                           name=CUSTOM_LAYER)(x)
+    if hyperparameters.values.get("poison"):
+        x = keras.layers.Lambda(lambda t: t * float("nan"), name="poison")(x)
+    return task.compile(keras.Model(inputs, task.head(x)), hyperparameters.learning_rate)
+
+
+poisonable.search_space = {"poison": {"values": [0, 1]}, "width": {"values": [3, 5]}}
