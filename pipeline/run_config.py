@@ -222,7 +222,7 @@ class HyperbandSettings(Section):
 class TuningSection(Section):
     """A hyperparameter search (TFX's Tuner) before training; the Trainer takes the best."""
 
-    search_space: dict[str, SpaceEntry] = Field(min_length=1)
+    search_space: dict[str, SpaceEntry]
     algorithm: Literal["random", "bayesian", "hyperband"] = "random"
     max_trials: int = Field(default=10, gt=0)
     train_steps: int = Field(default=100, gt=0)  # per trial
@@ -232,6 +232,8 @@ class TuningSection(Section):
 
     @model_validator(mode="after")
     def _possible(self) -> TuningSection:
+        if not self.search_space:
+            raise ValueError("tuning.search_space: name at least one hyperparameter to search")
         for name, entry in self.search_space.items():
             if not name.isidentifier():
                 raise ValueError(f"tuning.search_space: {name!r} is not a hyperparameter name "

@@ -163,9 +163,8 @@ class TfKerasSearch(kt.engine.base_tuner.BaseTuner):
             parent = values.get(HYPERBAND_RESUMED_TRIAL)
             if parent and initial:
                 model.load_weights(os.path.join(self.get_trial_dir(parent), WEIGHTS_FILE))
-        else:
-            epochs = max(d for d in range(1, 6) if self._train_steps % d == 0)
-            initial, steps = 0, self._train_steps // epochs
+        else:  # one epoch: the trial's score is the objective at its end
+            epochs, initial, steps = 1, 0, self._train_steps
         train, evaluation = self._datasets(batch_size)
         history = model.fit(train, epochs=epochs, initial_epoch=initial, steps_per_epoch=steps,
                             validation_data=evaluation, validation_steps=self._eval_steps,

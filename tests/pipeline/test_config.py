@@ -315,7 +315,7 @@ def test_tuning_section_loads_with_choices_and_ranges(tmp_path, small_csv):
      "tuning.search_space.dropout: not a hyperparameter of the built-in model (layers, units, "
      "embedding_dim, batch_size, learning_rate); a model.build_fn declares its own in a "
      "`search_space` attribute"),
-    ({"search_space": {}}, "tuning.search_space: expected a dictionary with at least 1 item"),
+    ({"search_space": {}}, "tuning.search_space: name at least one hyperparameter to search"),
     ({"search_space": {"units": [8]}, "algorithm": "grid"},
      "tuning.algorithm: expected 'random', 'bayesian' or 'hyperband', got 'grid'"),
     ({"search_space": {"units": [8]}, "max_trials": 0},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tensorflow as tf
 import tf_keras as keras
 
 CUSTOM_LAYER = "custom_hidden"
@@ -46,7 +47,7 @@ def poisonable(features, task, hyperparameters):
     """A network whose own hyperparameter `poison` (declared below) makes every output NaN."""
     inputs = {name: keras.Input(shape=(1,), name=name, dtype=f.dtype)
               for name, f in features.items()}
-    x = keras.layers.concatenate(list(inputs.values()))
+    x = keras.layers.concatenate([tf.cast(i, tf.float32) for i in inputs.values()])
     x = keras.layers.Dense(hyperparameters.values.get("width", 4), activation="relu",
                            name=CUSTOM_LAYER)(x)
     if hyperparameters.values.get("poison"):
@@ -54,4 +55,4 @@ def poisonable(features, task, hyperparameters):
     return task.compile(keras.Model(inputs, task.head(x)), hyperparameters.learning_rate)
 
 
-poisonable.search_space = {"poison": {"values": [0, 1]}, "width": {"values": [3, 5]}}
+poisonable.search_space = {"poison": {"values": [0, 1]}, "width": {"values": [3]}}

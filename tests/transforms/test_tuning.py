@@ -78,11 +78,10 @@ def _search(tmp_path, space, max_trials=4):
 def test_a_trial_with_nan_loss_is_recorded_and_skipped(tmp_path):
     plan = FeaturePlan(label="y", build_fn="tests.transforms.custom_network.poisonable")
     search, records = _search(tmp_path, declared_search_space(plan))
-    assert len(records) == 4  # every combination of poison and width, none stopped the search
-    failed = [r for r in records if r.status == "failed"]
-    assert {r.hyperparameters["poison"] for r in failed} == {1}
-    assert len(failed) == 2
-    assert all(r.score is None and "loss became nan" in r.error for r in failed)
+    assert len(records) == 2  # both values of poison: the failure did not stop the search
+    [failed] = [r for r in records if r.status == "failed"]
+    assert failed.hyperparameters["poison"] == 1
+    assert failed.score is None and "the training loss became nan" in failed.error
     completed = [r for r in records if r.status == "completed"]
     best = max(completed, key=lambda r: r.score)
     assert search.get_best_hyperparameters()[0].values == best.hyperparameters
@@ -97,7 +96,7 @@ def test_a_search_whose_trials_all_fail_has_no_completed_trial(tmp_path):
 def test_other_algorithms_run_on_tf_keras_models(tmp_path, algorithm):
     plan = FeaturePlan(label="y", task=TASK, hidden_units=(4,), learning_rate=0.05)
     tuning = TuningPlan(search_space={"units": {"values": [2, 6]}}, algorithm=algorithm,
-                        max_trials=3, hyperband_max_epochs=2)
+                        max_trials=2, hyperband_max_epochs=2)
     search = TfKerasSearch(
         make_oracle(tuning, kt.Objective(*TASK.tuning_objective),
                     hyperparameter_space(plan, tuning)),
@@ -105,5 +104,5 @@ def test_other_algorithms_run_on_tf_keras_models(tmp_path, algorithm):
         hyperband_max_epochs=2, directory=str(tmp_path), project_name="s", overwrite=True)
     search.search()
     records = trial_records(search)
-    assert 1 <= len(records) <= 3
+    assert 1 <= len(records) <= 2
     assert all(r.status == "completed" and 0 <= r.score <= 1 for r in records)
