@@ -346,6 +346,7 @@ def test_tuning_puts_the_tuner_between_transform_and_trainer(tmp_path):
     from tests.conftest import IRIS_CONFIG
 
     raw = yaml.safe_load(IRIS_CONFIG.read_text())
+    raw["label"]["classes"] = ["setosa", "versicolor", "virginica"]
     raw["tuning"] = {"max_trials": 4, "train_steps": 50,
                      "search_space": {"units": [8, 16], "learning_rate": {"min": 0.001,
                                                                           "max": 0.1}}}
@@ -371,7 +372,7 @@ def test_tuning_puts_the_tuner_between_transform_and_trainer(tmp_path):
     search = json.loads(parameters["custom_config"]["runtimeValue"]["constant"])["skewless_tuning"]
     assert search["max_trials"] == 4
     assert search["search_space"]["units"] == {"values": [8, 16]}
-    executor = spec["deploymentSpec"]["executors"][tuner["componentRef"]["name"].replace(
-        "comp-", "exec-")]["container"]
+    label = spec["components"][tuner["componentRef"]["name"]]["executorLabel"]
+    executor = spec["deploymentSpec"]["executors"][label]["container"]
     assert executor["args"][executor["args"].index("--executor_class_path") + 1] == (
         "skewless.components.tuner.executor.Executor")
