@@ -48,8 +48,8 @@ class Executor(tfx_tuner.Executor):
         completed = [r for r in records if r.status == "completed" and r.score is not None]
         if not completed:
             first = records[0].error if records else "no trial ran"
-            raise AllTrialsFailed(f"all {len(records)} trials of the hyperparameter search "
-                                  f"failed; the first: {first}")
+            raise AllTrialsFailed(f"every trial of the hyperparameter search failed "
+                                  f"({len(records)} of {len(records)}); the first: {first}")
         tfx_tuner.write_best_hyperparameters(tuner, output_dict)
         best_trial = tuner.oracle.get_best_trials(1)[0]
         custom_config = json_utils.loads(exec_properties.get("custom_config") or "null")
