@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from skewless.components.data_formats import FORMATS
 from skewless.pipeline.cluster_config import DeploymentSection, KubeflowSection
@@ -223,6 +223,32 @@ class TuningSection(Section):
     """A hyperparameter search (TFX's Tuner) before training; the Trainer takes the best."""
 
     search_space: dict[str, SpaceEntry]
+
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _entries(cls, raw: object) -> object:
+        """Each entry as a list (a choice) or a range, with errors naming the entry."""
+        if not isinstance(raw, dict):
+            return raw
+        entries = {}
+        for name, entry in raw.items():
+            key = f"tuning.search_space.{name}"
+            if isinstance(entry, list | tuple):
+                entries[name] = tuple(entry)
+            elif isinstance(entry, dict):
+                try:
+                    entries[name] = Range.model_validate(entry)
+                except ValidationError as error:
+                    first = error.errors()[0]
+                    where = ".".join(str(p) for p in first["loc"])
+                    what = {"missing": "required key is missing",
+                            "extra_forbidden": "unknown key"}.get(first["type"], first["msg"])
+                    raise ValueError(f"{key}.{where}: {what}") from None
+            else:
+                raise ValueError(f"{key}: expected a list of values or a range "
+                                 f"{{min: ..., max: ...}}, got {entry!r}")
+        return entries
+
     algorithm: Literal["random", "bayesian", "hyperband"] = "random"
     max_trials: int = Field(default=10, gt=0)
     train_steps: int = Field(default=100, gt=0)  # per trial

@@ -316,6 +316,11 @@ def test_tuning_section_loads_with_choices_and_ranges(tmp_path, small_csv):
      "embedding_dim, batch_size, learning_rate); a model.build_fn declares its own in a "
      "`search_space` attribute"),
     ({"search_space": {}}, "tuning.search_space: name at least one hyperparameter to search"),
+    ({"search_space": {"units": "many"}},
+     "tuning.search_space.units: expected a list of values or a range {min: ..., max: ...}, "
+     "got 'many'"),
+    ({"search_space": {"learning_rate": {"min": 0.1}}},
+     "tuning.search_space.learning_rate.max: required key is missing"),
     ({"search_space": {"units": [8]}, "algorithm": "grid"},
      "tuning.algorithm: expected 'random', 'bayesian' or 'hyperband', got 'grid'"),
     ({"search_space": {"units": [8]}, "max_trials": 0},
