@@ -36,6 +36,9 @@ from typing import Any
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# The example model is a test fixture (tests/serving/example_models.py), not installed code.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 PUSHED_MODEL = os.path.join("artifacts", "serving", "taxi")
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 
@@ -177,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     from tensorflow_serving.apis import predict_pb2
 
     from skewless.serving import config as config_lib
-    from skewless.serving import example_models, tensors, versions
+    from skewless.serving import tensors, versions
     from skewless.serving.client import RestClient
     from skewless.serving.server import ModelServer, ServerOptions
+    from tests.serving import example_models
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     base = args.model_base_path

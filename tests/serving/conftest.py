@@ -45,7 +45,7 @@ class Models:
 @pytest.fixture(scope="session")
 def models(tmp_path_factory, _tf_tmpdir) -> Models:
     """Builds the fixture SavedModels once per session (a few seconds)."""
-    from skewless.serving import example_models
+    from tests.serving import example_models
 
     root = tmp_path_factory.mktemp("exported")
     return Models(
@@ -148,7 +148,8 @@ def predict_request(name: str = "taxi", rows=None, **spec):
     """A PredictRequest of taxi feature rows; ``spec`` sets ModelSpec fields."""
     from tensorflow_serving.apis import predict_pb2
 
-    from skewless.serving import example_models, tensors
+    from skewless.serving import tensors
+    from tests.serving import example_models
 
     rows = rows if rows is not None else example_models.taxi_rows(3, seed=1)
     request = predict_pb2.PredictRequest()

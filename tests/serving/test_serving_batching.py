@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CLIENT_TIMEOUT
 
-from skewless.serving import example_models
 from skewless.serving.client import GrpcClient, RestClient
+from tests.serving import example_models
+from tests.serving.conftest import CLIENT_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 

@@ -12,9 +12,10 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from conftest import install_version
 
-from skewless.serving import cli, example_models
+from skewless.serving import cli
+from tests.serving import example_models
+from tests.serving.conftest import install_version
 
 
 def free_port() -> int:

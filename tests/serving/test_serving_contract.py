@@ -10,7 +10,6 @@ import math
 import grpc
 import numpy as np
 import pytest
-from conftest import CLIENT_TIMEOUT, MAX_BODY_BYTES, predict_request
 from tensorflow.core.example import example_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -23,7 +22,9 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from skewless.serving import example_models, tensors
+from skewless.serving import tensors
+from tests.serving import example_models
+from tests.serving.conftest import CLIENT_TIMEOUT, MAX_BODY_BYTES, predict_request
 
 pytestmark = pytest.mark.e2e
 

@@ -10,13 +10,13 @@ import orjson
 import psutil
 import pytest
 from aiohttp import ClientSession, ClientTimeout
-from conftest import CLIENT_TIMEOUT, install_version, predict_request
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from skewless.serving import config as config_lib
-from skewless.serving import example_models
 from skewless.serving.batching import QUEUE_FULL_MESSAGE
 from skewless.serving.server import ModelServer, ServerOptions
+from tests.serving import example_models
+from tests.serving.conftest import CLIENT_TIMEOUT, install_version, predict_request
 
 pytestmark = pytest.mark.e2e
 

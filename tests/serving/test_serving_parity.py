@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from skewless.serving import example_models
+from tests.serving import example_models
 
 pytestmark = pytest.mark.e2e
 

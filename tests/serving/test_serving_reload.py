@@ -12,14 +12,15 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CLIENT_TIMEOUT, install_version
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 
-from skewless.serving import cli, example_models
+from skewless.serving import cli
 from skewless.serving import config as config_lib
 from skewless.serving.client import GrpcClient, RestClient
 from skewless.serving.errors import ServingError
 from skewless.serving.server import ModelServer, ServerOptions
+from tests.serving import example_models
+from tests.serving.conftest import CLIENT_TIMEOUT, install_version
 
 pytestmark = pytest.mark.e2e
 
