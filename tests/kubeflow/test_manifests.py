@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+import subprocess
 from pathlib import Path
 
 import kubernetes_validate
@@ -16,10 +18,18 @@ from skewless.pipeline.manifests import manifest_files, write_manifests
 from skewless.serving import config as serve_config
 from skewless.serving import monitoring_config_pb2, session_bundle_config_pb2
 from tests.conftest import REPO, TAXI_CONFIG
-from tests.kubeflow import kustomize
 
 COMMITTED = REPO / "kubeflow" / "serving"
 K8S_VERSION = kubernetes_validate.latest_version()
+KUBECTL = "/usr/bin/kubectl"  # kubectl 1.32 with kustomize v5.5 (.ci/run checks it is there)
+
+
+def kustomize(folder: Path) -> list[dict]:
+    """The resources ``kubectl kustomize`` renders an overlay to, as a cluster receives them."""
+    done = subprocess.run([KUBECTL, "kustomize", str(folder)], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return [r for r in yaml.safe_load_all(done.stdout) if r]
 
 
 def _variant(tmp_path: Path, **sections):
@@ -38,7 +48,7 @@ def taxi():
 def rendered(taxi, tmp_path_factory) -> dict[str, list[dict]]:
     folder = tmp_path_factory.mktemp("manifests")
     write_manifests(taxi, folder)
-    return {p: kustomize.build(folder / "overlays" / p) for p in ("gpu", "cpu")}
+    return {p: kustomize(folder / "overlays" / p) for p in ("gpu", "cpu")}
 
 
 def _one(resources: list[dict], kind: str) -> dict:
@@ -62,6 +72,15 @@ def test_overlays_validate_strictly_against_kubernetes_schemas(rendered, overlay
         "PersistentVolumeClaim", "Service"]
     for resource in resources:
         kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "cpu"])
+def test_config_maps_get_hash_suffixes_that_the_deployment_mounts(rendered, overlay):
+    maps = [r["metadata"]["name"] for r in rendered[overlay] if r["kind"] == "ConfigMap"]
+    assert maps and all(re.fullmatch(r"[a-z0-9-]+-[a-z0-9]{10}", name) for name in maps), maps
+    pod = _one(rendered[overlay], "Deployment")["spec"]["template"]["spec"]
+    mounted = {v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v}
+    assert mounted == set(maps)
 
 
 @pytest.mark.parametrize(
