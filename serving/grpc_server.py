@@ -17,10 +17,7 @@ from typing import TypeVar
 import grpc
 from tensorflow_serving.apis import (
     classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
     model_management_pb2,
-    model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -28,77 +25,19 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from skewless.serving import tensors
+from skewless.serving import inference, tensors
 from skewless.serving.config import ConfigError, model_configs_from_proto
-from skewless.serving.errors import ERROR_CODE_NUMBER, ServingError, invalid_argument
-from skewless.serving.manager import VersionStatus
+from skewless.serving.errors import ServingError, invalid_argument
 from skewless.serving.metrics import ServingMetrics
-from skewless.serving.service import InferenceService, ModelSpec
+from skewless.serving.responses import (
+    fill_model_spec,
+    metadata_response,
+    model_spec_from_proto,
+    status_response,
+)
+from skewless.serving.service import InferenceService
 
-SIGNATURE_DEF_FIELD = "signature_def"
 _Response = TypeVar("_Response")
-
-
-def model_spec_from_proto(spec: model_pb2.ModelSpec) -> ModelSpec:
-    """Converts a request's ModelSpec proto."""
-    choice = spec.WhichOneof("version_choice")
-    return ModelSpec(
-        name=spec.name,
-        version=spec.version.value if choice == "version" else None,
-        label=spec.version_label if choice == "version_label" else "",
-        signature_name=spec.signature_name,
-    )
-
-
-def fill_model_spec(
-    proto: model_pb2.ModelSpec, name: str, version: int, signature_name: str | None
-) -> None:
-    """Fills the ModelSpec of a response with the version that served it."""
-    proto.name = name
-    proto.version.value = version
-    if signature_name is not None:
-        proto.signature_name = signature_name
-
-
-def status_response(statuses: list[VersionStatus]) -> get_model_status_pb2.GetModelStatusResponse:
-    """Builds a GetModelStatusResponse from version statuses."""
-    response = get_model_status_pb2.GetModelStatusResponse()
-    for status in statuses:
-        response.model_version_status.add(
-            version=status.version,
-            state=get_model_status_pb2.ModelVersionStatus.State.Value(status.state),
-            status=status_pb2.StatusProto(
-                error_code=ERROR_CODE_NUMBER[status.error_code],
-                error_message=status.error_message,
-            ),
-        )
-    return response
-
-
-def metadata_response(
-    service: InferenceService, request: get_model_metadata_pb2.GetModelMetadataRequest
-) -> get_model_metadata_pb2.GetModelMetadataResponse:
-    """GetModelMetadata: the SignatureDefMap of the addressed version.
-
-    Raises:
-        ServingError: INVALID_ARGUMENT for no or unsupported metadata fields; NOT_FOUND as TF
-            Serving for an unknown model or version.
-    """
-    if not request.HasField("model_spec"):
-        raise invalid_argument("Missing ModelSpec")
-    if not request.metadata_field:
-        raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
-    for field_name in request.metadata_field:
-        if field_name != SIGNATURE_DEF_FIELD:
-            raise invalid_argument(f"Metadata field {field_name} is not supported")
-    model = service.acquire(model_spec_from_proto(request.model_spec))
-    try:
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        fill_model_spec(response.model_spec, model.name, model.version, None)
-        response.metadata[SIGNATURE_DEF_FIELD].Pack(model.signature_def_map)
-        return response
-    finally:
-        model.release()
 
 
 class _Instrumented:
@@ -133,14 +72,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer, 
     async def Predict(self, request: predict_pb2.PredictRequest, context):  # noqa: N802
         async def handle() -> predict_pb2.PredictResponse:
             spec = model_spec_from_proto(request.model_spec)
-            model = self._service.acquire(spec)
-            try:
+            with self._service.acquired(spec) as model:
+                signature = inference.predict_signature(model, spec.signature_name)
                 inputs = {a: tensors.to_ndarray(p, a) for a, p in request.inputs.items()}
                 prediction = await self._service.predict(
-                    model, spec.signature_name, inputs, list(request.output_filter)
+                    model, signature, inputs, list(request.output_filter)
                 )
-            finally:
-                model.release()
             response = predict_pb2.PredictResponse()
             fill_model_spec(response.model_spec, model.name, model.version,
                             prediction.signature_name)
@@ -155,11 +92,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer, 
     ):
         async def handle() -> classification_pb2.ClassificationResponse:
             spec = model_spec_from_proto(request.model_spec)
-            model = self._service.acquire(spec)
-            try:
+            with self._service.acquired(spec) as model:
                 answer = await self._service.classify(model, spec.signature_name, request.input)
-            finally:
-                model.release()
             response = classification_pb2.ClassificationResponse(result=answer.result)
             fill_model_spec(response.model_spec, model.name, model.version, answer.signature_name)
             return response
@@ -169,11 +103,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer, 
     async def Regress(self, request: regression_pb2.RegressionRequest, context):  # noqa: N802
         async def handle() -> regression_pb2.RegressionResponse:
             spec = model_spec_from_proto(request.model_spec)
-            model = self._service.acquire(spec)
-            try:
+            with self._service.acquired(spec) as model:
                 answer = await self._service.regress(model, spec.signature_name, request.input)
-            finally:
-                model.release()
             response = regression_pb2.RegressionResponse(result=answer.result)
             fill_model_spec(response.model_spec, model.name, model.version, answer.signature_name)
             return response
@@ -221,12 +152,12 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer, _Instrumented):
         return await self._call("reload_config", "", context, handle)
 
 
-def grpc_server_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """Channel options of the gRPC server (message size limits)."""
+def grpc_server_options(max_message_bytes: int, reuse_port: bool = False) -> list[tuple[str, int]]:
+    """Channel options of the gRPC server (message size limits, SO_REUSEPORT)."""
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuse_port)),
     ]
 
 

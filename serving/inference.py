@@ -15,7 +15,7 @@ import numpy as np
 from tensorflow_serving.apis import input_pb2
 
 from skewless.serving import classify_regress
-from skewless.serving.errors import ServingError, failed_precondition
+from skewless.serving.errors import ServingError, failed_precondition, invalid_argument
 from skewless.serving.servable import (
     CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
@@ -61,14 +61,23 @@ class PlannedRun:
         return dict(zip(self.output_aliases, arrays, strict=True))
 
 
-def predict_signature(model: LoadedModel, signature_name: str) -> Signature:
+def predict_signature(model: LoadedModel, signature_name: str, *, rest: bool = False) -> Signature:
     """The signature a Predict request names (``serving_default`` when empty).
 
+    Args:
+        model: The acquired version.
+        signature_name: The request's signature name.
+        rest: Whether the request came over REST, which TF Serving answers differently for a
+            missing signature (its REST handler looks the signature up to decode the JSON).
+
     Raises:
-        ServingError: FAILED_PRECONDITION when the model has no such signature.
+        ServingError: FAILED_PRECONDITION (gRPC) or INVALID_ARGUMENT (REST) when the model has
+            no such signature; INTERNAL for a signature of another method.
     """
     key = signature_name or DEFAULT_SIGNATURE
     signature = model.signatures.get(key)
+    if signature is None and rest:
+        raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
     if signature is None:
         raise failed_precondition(f'Serving signature key "{key}" not found.')
     if signature.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
@@ -90,17 +99,16 @@ def _batchable_size(values: Sequence[np.ndarray]) -> int:
 
 def plan_predict(
     model: LoadedModel,
-    signature_name: str,
+    signature: Signature,
     inputs: Mapping[str, np.ndarray],
     output_filter: Sequence[str] = (),
 ) -> PlannedRun:
-    """Checks a Predict request and plans its run.
+    """Checks a Predict request against its signature and plans its run.
 
     Raises:
-        ServingError: As TF Serving for an unknown signature, missing/extra inputs, wrong
-            dtypes or shapes, or a bad output filter.
+        ServingError: As TF Serving for missing/extra inputs, wrong dtypes or shapes, or a bad
+            output filter.
     """
-    signature = predict_signature(model, signature_name)
     aliases, values = prepare_inputs(signature, inputs)
     outputs = select_outputs(signature, output_filter)
     return PlannedRun(model, signature, aliases, values, outputs, _batchable_size(values))

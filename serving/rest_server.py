@@ -13,17 +13,17 @@ import time
 from urllib.parse import unquote
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from skewless.serving import grpc_server, rest_codec
+from skewless.serving import inference, responses, rest_codec
 from skewless.serving.errors import (
     ServingError,
     invalid_argument,
     resource_exhausted,
 )
 from skewless.serving.metrics import ServingMetrics
-from skewless.serving.servable import DEFAULT_SIGNATURE
 from skewless.serving.service import InferenceService, ModelSpec
 
 _V1_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
@@ -111,13 +111,22 @@ class RestApi:
         self._timeout = timeout_seconds or None
         self._max_body_bytes = max_body_bytes
 
-    def application(self) -> web.Application:
-        """The aiohttp application (one catch-all route; TF Serving's dispatch is ours)."""
-        app = web.Application(client_max_size=self._max_body_bytes)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        return app
+    def server(self) -> web.Server:
+        """The aiohttp low-level server (no router: TF Serving's dispatch is ours).
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+        Must be called on the event loop that serves it.
+        """
+        loop = asyncio.get_running_loop()
+
+        def make_request(message, payload, protocol, writer, task) -> web.BaseRequest:
+            return web.BaseRequest(
+                message, payload, protocol, writer, task, loop,
+                client_max_size=self._max_body_bytes,
+            )
+
+        return _JsonErrorServer(self.handle, request_factory=make_request, access_log=None)
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answers one HTTP request."""
         raw_path = request.rel_url.raw_path
         if self._prometheus_path is not None and raw_path == self._prometheus_path:
@@ -155,7 +164,7 @@ class RestApi:
             )
         return response
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
         length = request.content_length
         if length is not None and length > self._max_body_bytes:
             raise self._too_large(length)
@@ -181,51 +190,40 @@ class RestApi:
         if api == "predict":
             return await self._predict(spec, doc, signature_name)
         request_input = rest_codec.decode_examples_request(doc)
-        model = self._service.acquire(spec)
-        try:
+        with self._service.acquired(spec) as model:
             if api == "classify":
                 answer = await self._service.classify(model, signature_name, request_input)
                 return rest_codec.encode_classification_result(answer.result)
             answer = await self._service.regress(model, signature_name, request_input)
             return rest_codec.encode_regression_result(answer.result)
-        finally:
-            model.release()
 
     async def _predict(self, spec: ModelSpec, doc: dict, signature_name: str) -> bytes:
-        model = self._service.acquire(spec)
-        try:
-            key = signature_name or DEFAULT_SIGNATURE
-            signature = model.signatures.get(key)
-            if signature is None:
-                raise invalid_argument(
-                    f'Serving signature name: "{key}" not found in signature def'
-                )
+        with self._service.acquired(spec) as model:
+            signature = inference.predict_signature(model, signature_name, rest=True)
             inputs, fmt = rest_codec.decode_predict_request(
                 doc, signature.inputs, frozenset(signature.defaults)
             )
-            prediction = await self._service.predict(model, signature_name, inputs)
-        finally:
-            model.release()
+            prediction = await self._service.predict(model, signature, inputs)
         return rest_codec.encode_predict_response(prediction.outputs, fmt)
 
     def _status(self, spec: ModelSpec) -> bytes:
-        response = grpc_server.status_response(self._service.status(spec))
+        response = responses.status_response(self._service.status(spec))
         return json_format.MessageToJson(
             response, including_default_value_fields=True, indent=1
         ).encode()
 
     def _metadata(self, spec: ModelSpec) -> bytes:
         request = get_model_metadata_pb2.GetModelMetadataRequest(
-            metadata_field=[grpc_server.SIGNATURE_DEF_FIELD]
+            metadata_field=[responses.SIGNATURE_DEF_FIELD]
         )
         request.model_spec.name = spec.name
         if spec.version is not None:
             request.model_spec.version.value = spec.version
         if spec.label:
             request.model_spec.version_label = spec.label
-        response = grpc_server.metadata_response(self._service, request)
+        response = responses.metadata_response(self._service, request)
         signature_def_map = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata[grpc_server.SIGNATURE_DEF_FIELD].Unpack(signature_def_map)
+        response.metadata[responses.SIGNATURE_DEF_FIELD].Unpack(signature_def_map)
 
         def to_json(message) -> str:
             return json_format.MessageToJson(
@@ -239,3 +237,29 @@ class RestApi:
             '{\n"model_spec":' + to_json(response.model_spec) + ',\n"metadata": '
             '{"signature_def": ' + to_json(signature_def_map) + "}\n}\n"
         ).encode()
+
+
+class _JsonErrorHandler(web.RequestHandler):
+    """Answers what aiohttp rejects before :meth:`RestApi.handle` runs (a request line or header
+    over its limits, a malformed request) with an ``{"error": ...}`` body like every other
+    error, instead of aiohttp's plain text."""
+
+    def handle_error(self, request, status=500, exc=None, message=None) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises if already sent
+        if isinstance(exc, LineTooLong):
+            text = f"Request line or header exceeds the limit of {exc.args[1]} bytes"
+        elif status == 500:
+            text = "Internal error"
+        else:
+            text = f"Malformed HTTP request: {getattr(exc, 'message', message)}"
+        response = web.Response(
+            status=status, body=rest_codec.encode_error(text), content_type=_JSON
+        )
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    # aiohttp builds its RequestHandler here; this is the one place to swap in ours.
+    def __call__(self) -> web.RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)

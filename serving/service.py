@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,7 @@ from skewless.serving import classify_regress, inference
 from skewless.serving.batching import BatchScheduler
 from skewless.serving.errors import invalid_argument
 from skewless.serving.manager import ModelManager, VersionStatus
-from skewless.serving.servable import DEFAULT_SIGNATURE, LoadedModel, Signature
+from skewless.serving.servable import LoadedModel, Signature
 
 
 @dataclass(frozen=True)
@@ -75,18 +76,19 @@ class InferenceService:
         self._executor = executor
         self._scheduler = scheduler
 
-    def acquire(self, spec: ModelSpec) -> LoadedModel:
-        """The loaded version a spec addresses, referenced until ``release()``.
+    @contextmanager
+    def acquired(self, spec: ModelSpec) -> Iterator[LoadedModel]:
+        """The loaded version a spec addresses, referenced (kept loaded) inside the block.
 
         Raises:
             ServingError: NOT_FOUND / INVALID_ARGUMENT as TF Serving.
         """
-        if spec.version is not None and spec.label:
-            raise invalid_argument(
-                f"Both model version ({spec.version}) and model version label ({spec.label}) "
-                "cannot be supplied."
-            )
-        return self.manager.acquire(spec.name, spec.version, spec.label)
+        _check_version_choice(spec)
+        model = self.manager.acquire(spec.name, spec.version, spec.label)
+        try:
+            yield model
+        finally:
+            model.release()
 
     def _submit(self, plan: inference.PlannedRun) -> Future | None:
         """Queues a planned call for batching; None when it runs on its own."""
@@ -115,16 +117,16 @@ class InferenceService:
     async def predict(
         self,
         model: LoadedModel,
-        signature_name: str,
+        signature: Signature,
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] = (),
     ) -> Prediction:
-        """Predict on an acquired version.
+        """Predict on an acquired version with a signature from ``inference.predict_signature``.
 
         Raises:
-            ServingError: As TF Serving for a bad signature, inputs or outputs.
+            ServingError: As TF Serving for bad inputs or outputs.
         """
-        plan = inference.plan_predict(model, signature_name, inputs, output_filter)
+        plan = inference.plan_predict(model, signature, inputs, output_filter)
         outputs = await self.execute(plan)
         return Prediction(model.name, model.version, plan.signature.name, outputs)
 
@@ -162,14 +164,13 @@ class InferenceService:
         Raises:
             ServingError: NOT_FOUND / INVALID_ARGUMENT as TF Serving.
         """
-        if spec.version is not None and spec.label:
-            raise invalid_argument(
-                f"Both model version ({spec.version}) and model version label ({spec.label}) "
-                "cannot be supplied."
-            )
+        _check_version_choice(spec)
         return self.manager.status(spec.name, spec.version, spec.label)
 
 
-def resolved_signature_name(signature_name: str) -> str:
-    """The signature key a request runs (``serving_default`` when empty)."""
-    return signature_name or DEFAULT_SIGNATURE
+def _check_version_choice(spec: ModelSpec) -> None:
+    if spec.version is not None and spec.label:
+        raise invalid_argument(
+            f"Both model version ({spec.version}) and model version label ({spec.label}) "
+            "cannot be supplied."
+        )

@@ -79,10 +79,9 @@ def _replay(model: LoadedModel, log: prediction_log_pb2.PredictionLog) -> None:
     kind = log.WhichOneof("log_type")
     if kind == "predict_log":
         request = log.predict_log.request
+        signature = inference.predict_signature(model, request.model_spec.signature_name)
         inputs = {a: tensors.to_ndarray(p, a) for a, p in request.inputs.items()}
-        plan = inference.plan_predict(
-            model, request.model_spec.signature_name, inputs, list(request.output_filter)
-        )
+        plan = inference.plan_predict(model, signature, inputs, list(request.output_filter))
     elif kind == "classify_log":
         request = log.classify_log.request
         plan = inference.plan_classify(model, request.model_spec.signature_name, request.input)
