@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb
 
 from skewless.serving.errors import ServingError, invalid_argument
 from skewless.serving.servable import TensorSpec
+from skewless.serving.tensors import MAX_RANK, MAX_STRING_ELEMENTS
 
 RequestFormat = Literal["row", "columnar"]
 
@@ -28,6 +30,11 @@ _NUMPY_OPTION = orjson.OPT_SERIALIZE_NUMPY
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _FLOAT32_MAX_INT = (1 << 24) - 1
 _FLOAT64_MAX_INT = (1 << 53) - 1
+_UINT64_MAX = (1 << 64) - 1
+_INT64_MIN = -(1 << 63)
+# orjson's nesting limit; the stdlib fallback (for NaN/Infinity) stops at Python's recursion limit.
+MAX_JSON_DEPTH = 1024
+_NUMBER = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 _INT_RANGES = {
     np.dtype(np.int64): (-(1 << 63), (1 << 63) - 1),
     np.dtype(np.int32): (-(1 << 31), (1 << 31) - 1),
@@ -53,17 +60,59 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
         doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # orjson rejects the NaN/Infinity tokens TF Serving (rapidjson) accepts.
-        try:
-            doc = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            offset = getattr(error, "pos", getattr(error, "start", 0))
-            reason = getattr(error, "msg", str(error))
-            raise invalid_argument(f"JSON Parse error: {reason} at offset: {offset}") from None
+    except orjson.JSONDecodeError as error:
+        if error.msg == "depth limit exceeded":
+            raise _too_deep(error.pos) from None
+        # orjson rejects the NaN/Infinity tokens TF Serving (rapidjson) accepts, and numbers
+        # beyond a double, which rapidjson rejects with its own message.
+        doc = _parse_json_with_constants(body)
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {_json_text(doc)} Is not object")
     return doc
+
+
+class _NumberTooBig(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NumberTooBig(text)
+    return value
+
+
+def _int_as_rapidjson(text: str) -> int | float:
+    # rapidjson keeps integers that fit 64 bits and reads the others as doubles.
+    if len(text) <= 20:
+        value = int(text)
+        if _INT64_MIN <= value <= _UINT64_MAX:
+            return value
+    return _finite_float(text)
+
+
+def _too_deep(offset: int | None) -> ServingError:
+    where = f" at offset: {offset}" if offset is not None else ""
+    return invalid_argument(
+        f"JSON Parse error: Nesting deeper than {MAX_JSON_DEPTH} levels{where}"
+    )
+
+
+def _parse_json_with_constants(body: bytes) -> Any:
+    try:
+        return json.loads(body, parse_float=_finite_float, parse_int=_int_as_rapidjson)
+    except _NumberTooBig as error:
+        literal = str(error).encode()
+        offset = next((m.start() for m in _NUMBER.finditer(body) if m.group() == literal), 0)
+        raise invalid_argument(
+            f"JSON Parse error: Number too big to be stored in double. at offset: {offset}"
+        ) from None
+    except RecursionError:
+        raise _too_deep(None) from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        offset = getattr(error, "pos", getattr(error, "start", 0))
+        reason = getattr(error, "msg", getattr(error, "reason", str(error)))
+        raise invalid_argument(f"JSON Parse error: {reason} at offset: {offset}") from None
 
 
 def signature_name_of(doc: Mapping[str, Any]) -> str:
@@ -84,8 +133,8 @@ def signature_name_of(doc: Mapping[str, Any]) -> str:
 def _json_text(value: Any, limit: int = 200) -> str:
     try:
         text = json.dumps(value, separators=(",", ":"))
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):
+        text = "<a value nested too deeply to show>"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -230,13 +279,21 @@ def _fast_array(value: Any, spec: TensorSpec) -> np.ndarray | None:
             array[()] = value.encode()
             return array
         if type(value) is list and value and all(type(v) is str for v in value):
+            if len(value) > MAX_STRING_ELEMENTS:
+                raise _too_many_strings(len(value))
             array = np.empty(len(value), dtype=object)
             array[:] = [v.encode() for v in value]
             return array
     return None
 
 
-def json_to_array(value: Any, spec: TensorSpec) -> np.ndarray:
+def _too_many_strings(count: int) -> ServingError:
+    return invalid_argument(
+        f"A string tensor of {count} elements exceeds the limit of {MAX_STRING_ELEMENTS}"
+    )
+
+
+def json_to_array(value: Any, spec: TensorSpec, max_rank: int = MAX_RANK) -> np.ndarray:
     """Converts one JSON value (scalar or nested lists) to an array of the input's dtype.
 
     Raises:
@@ -247,6 +304,13 @@ def json_to_array(value: Any, spec: TensorSpec) -> np.ndarray:
     if array is not None:
         return array
     shape = _shape_of(value)
+    if len(shape) > max_rank:
+        raise invalid_argument(
+            f"JSON Value: {_json_text(value)} nests lists {len(shape)} deep: a tensor has at "
+            f"most {max_rank} dimensions here"
+        )
+    if spec.dtype.kind == "O" and math.prod(shape) > MAX_STRING_ELEMENTS:
+        raise _too_many_strings(math.prod(shape))
     leaves: list = []
     _leaves(value, 0, shape, spec, leaves)
     if spec.dtype.kind == "O":
@@ -357,9 +421,11 @@ def _column(values: list, spec: TensorSpec, alias: str, keyed: bool) -> np.ndarr
         return array
     arrays = []
     first_shape = None
+    if spec.dtype.kind == "O" and len(values) > MAX_STRING_ELEMENTS:
+        raise _too_many_strings(len(values))
     for index, value in enumerate(values):
         try:
-            item = json_to_array(value, spec)
+            item = json_to_array(value, spec, MAX_RANK - 1)  # the rows add a dimension
             if first_shape is None:
                 first_shape = item.shape
             elif item.size != int(np.prod(first_shape)):

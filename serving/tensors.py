@@ -34,6 +34,16 @@ _ENUM_BY_NUMPY: dict[np.dtype, int] = {
 }
 _ENUM_BY_NUMPY[np.dtype(np.float16)] = types_pb2.DT_HALF
 
+# numpy's NPY_MAXDIMS (TensorFlow allows 254, but an array cannot hold more).
+MAX_RANK = 32
+# A string element costs ~40 bytes decoded (a list slot, an array slot, a TensorFlow tstring)
+# against 2 bytes in a TensorProto; this caps a tensor of empty strings at ~40 MB.
+MAX_STRING_ELEMENTS = 1 << 20
+# TensorFlow fills a tensor given fewer values than its shape by repeating the last one; the
+# fill allocates memory that no request byte pays for, so it is bounded.
+MAX_FILLED_ELEMENTS = 1 << 20
+_INT64_MAX = (1 << 63) - 1
+
 
 def numpy_dtype(dtype_enum: int) -> np.dtype:
     """The numpy dtype of a TensorFlow DataType enum value (object for strings).
@@ -88,24 +98,47 @@ def to_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
         The array, with the proto's dtype and shape.
 
     Raises:
-        ServingError: INVALID_ARGUMENT ("tensor parsing error: <name>") when the values do not
-            fit the shape or the dtype is unsupported.
+        ServingError: INVALID_ARGUMENT ("tensor parsing error: <name>: <what is wrong>") when
+            the shape is invalid, the values do not fit it, the tensor would take memory its
+            bytes do not pay for, or the dtype is unsupported.
     """
     dtype = numpy_dtype(proto.dtype)
     shape = shape_of(proto)
+    if len(shape) > MAX_RANK:
+        raise _parsing_error(name, f"rank {len(shape)} exceeds the limit of {MAX_RANK}")
     if any(d < 0 for d in shape):
-        raise invalid_argument(f"tensor parsing error: {name}")
+        raise _parsing_error(name, f"negative dimension in shape {_shape_text(shape)}")
     size = math.prod(shape)  # Python ints: np.prod costs more than the rest of a small tensor
+    if size > _INT64_MAX:
+        raise _parsing_error(name, f"shape {_shape_text(shape)} has more than 2^63-1 elements")
     if proto.tensor_content:
         if dtype.kind == "O":
-            raise invalid_argument(f"tensor parsing error: {name}")
-        data = np.frombuffer(proto.tensor_content, dtype=dtype)
-        if data.size != size:
-            raise invalid_argument(f"tensor parsing error: {name}")
-        return data.reshape(shape)
+            raise _parsing_error(name, "tensor_content is not supported for strings")
+        expected = size * dtype.itemsize
+        if len(proto.tensor_content) != expected:
+            raise _parsing_error(
+                name,
+                f"tensor_content has {len(proto.tensor_content)} bytes, shape "
+                f"{_shape_text(shape)} of {dtype_name(proto.dtype)} needs {expected}",
+            )
+        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
     field = _BY_ENUM[proto.dtype][1]
     values = getattr(proto, field)
     count = len(values)
+    if count > size and count != 1:
+        raise _parsing_error(
+            name, f"{count} values do not fit shape {_shape_text(shape)} of {size} elements"
+        )
+    if count < size and size > MAX_FILLED_ELEMENTS:
+        raise _parsing_error(
+            name,
+            f"shape {_shape_text(shape)} promises {size} elements but the request carries "
+            f"{count} (filling more than {MAX_FILLED_ELEMENTS} is refused)",
+        )
+    if dtype.kind == "O" and count > MAX_STRING_ELEMENTS:
+        raise _parsing_error(
+            name, f"{count} string elements exceed the limit of {MAX_STRING_ELEMENTS}"
+        )
     if dtype.kind == "O":
         data = np.empty(count, dtype=object)
         data[:] = list(values)
@@ -118,13 +151,21 @@ def to_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
     if count == 0:
         # TensorFlow fills a tensor given no values with zeros / empty strings.
         return np.full(shape, b"" if dtype.kind == "O" else 0, dtype=dtype)
-    if count == 1 or count < size:
-        # TensorFlow repeats the last value to fill the tensor.
-        filled = np.empty(size, dtype=dtype)
-        filled[:count] = data
-        filled[count:] = data[-1]
-        return filled.reshape(shape)
-    raise invalid_argument(f"tensor parsing error: {name}")
+    if count > size:  # one value for an empty shape
+        return np.empty(shape, dtype=dtype)
+    # TensorFlow repeats the last value to fill the tensor.
+    filled = np.empty(size, dtype=dtype)
+    filled[:count] = data
+    filled[count:] = data[-1]
+    return filled.reshape(shape)
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _parsing_error(name: str, problem: str):
+    return invalid_argument(f"tensor parsing error: {name}: {problem}")
 
 
 def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
