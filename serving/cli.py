@@ -68,6 +68,10 @@ def _flag(name: str, help_text: str, default: bool = False):
 @_flag("enable_model_warmup", "Replay assets.extra/tf_serving_warmup_requests.", True)
 @click.option("--tensorflow_intra_op_parallelism", type=int, default=0, show_default=True)
 @click.option("--tensorflow_inter_op_parallelism", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Server processes sharing the ports (SO_REUSEPORT), each with its own model "
+                   "and batcher; /monitoring shows their totals.")
+@_flag("reuse_port", "Bind with SO_REUSEPORT (set for each worker by --workers).")
 def serve(**flags) -> None:
     """Serve SavedModels over TF Serving's gRPC and REST APIs."""
     _configure_logging()
@@ -75,6 +79,10 @@ def serve(**flags) -> None:
         options = options_from_flags(**flags)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+    if flags["workers"] > 1:
+        from skewless.serving.workers import run_workers
+
+        sys.exit(run_workers(flags, flags["workers"]))
     from skewless.serving.server import ModelServer
 
     server = ModelServer(options)
@@ -136,6 +144,7 @@ def options_from_flags(**flags):
         enable_model_warmup=flags["enable_model_warmup"],
         tensorflow_intra_op_parallelism=flags["tensorflow_intra_op_parallelism"],
         tensorflow_inter_op_parallelism=flags["tensorflow_inter_op_parallelism"],
+        reuse_port=flags.get("reuse_port", False),
     )
 
 

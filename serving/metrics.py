@@ -1,12 +1,21 @@
 """Prometheus metrics with TF Serving's names (``/tensorflow/serving/...`` as ``:tensorflow:...``).
 
 Request count and latency by model, API, entrypoint and status; batch sizes, padding and queueing
-latency of the batching layer; model load outcomes. Each server has its own registry.
+latency of the batching layer. Each server has its own registry.
+
+Under ``skewless serve --workers N`` each process writes its values to files in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, chosen by that variable when
+the process starts), and whichever process answers a scrape sums every process's files.
 """
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def exponential_buckets(scale: float, growth: float, count: int) -> list[float]:
@@ -64,12 +73,6 @@ class ServingMetrics:
             buckets=exponential_buckets(100, 1.2, 52),
             registry=self.registry,
         )
-        self.model_load_count = Counter(
-            ":tensorflow:serving:model_load_count",
-            "Model version loads by outcome.",
-            ["model_name", "status"],
-            registry=self.registry,
-        )
         self._request_children: dict[tuple, tuple] = {}
 
     def record_request(
@@ -98,5 +101,10 @@ class ServingMetrics:
         return record
 
     def exposition(self) -> bytes:
-        """The Prometheus text format of every metric."""
-        return generate_latest(self.registry)
+        """The Prometheus text format of every metric (summed over the workers' processes)."""
+        multiproc_dir = os.environ.get(MULTIPROC_DIR_ENV)
+        if not multiproc_dir:
+            return generate_latest(self.registry)
+        totals = CollectorRegistry()
+        MultiProcessCollector(totals, path=multiproc_dir)
+        return generate_latest(totals)

@@ -56,6 +56,8 @@ class ServerOptions:
         tensorflow_intra_op_parallelism: TensorFlow intra-op threads (0: TensorFlow's choice).
         tensorflow_inter_op_parallelism: TensorFlow inter-op threads (0: TensorFlow's choice).
         num_request_threads: Threads running unbatched model calls (0: 4 per core).
+        reuse_port: Bind with SO_REUSEPORT, so that several server processes share the ports
+            (``skewless serve --workers N``) and the kernel spreads connections over them.
     """
 
     models: tuple[ModelConfig, ...]
@@ -74,6 +76,7 @@ class ServerOptions:
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     num_request_threads: int = 0
+    reuse_port: bool = False
 
 
 def _session_config(options: ServerOptions) -> tf.compat.v1.ConfigProto:
@@ -120,7 +123,7 @@ class ModelServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._grpc: grpc.aio.Server | None = None
-        self._rest_runner: web.AppRunner | None = None
+        self._rest_runner: web.ServerRunner | None = None
         self._stopped = threading.Event()
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
@@ -153,7 +156,9 @@ class ModelServer:
     async def _open_ports(self) -> None:
         options = self.options
         self._grpc = grpc.aio.server(
-            options=grpc_server.grpc_server_options(options.grpc_max_message_bytes),
+            options=grpc_server.grpc_server_options(
+                options.grpc_max_message_bytes, options.reuse_port
+            ),
         )
         grpc_server.add_servicers(self._grpc, self.service, self.metrics)
         address = f"{options.host}:{options.port}"
@@ -172,12 +177,11 @@ class ModelServer:
                 options.rest_api_timeout_in_ms / 1000,
                 options.rest_api_max_body_bytes,
             )
-            self._rest_runner = web.AppRunner(
-                api.application(), access_log=None, handle_signals=False
-            )
+            self._rest_runner = web.ServerRunner(api.server(), handle_signals=False)
             await self._rest_runner.setup()
             site = web.TCPSite(
-                self._rest_runner, options.host, options.rest_api_port, backlog=1024
+                self._rest_runner, options.host, options.rest_api_port, backlog=1024,
+                reuse_port=options.reuse_port or None,
             )
             await site.start()
             self.rest_port = site._server.sockets[0].getsockname()[1]
