@@ -44,6 +44,7 @@ setup(
         "dev": [
             "pytest",
             "pytest-timeout",
+            "hypothesis",
             "ruff",
             "kubernetes-validate",
             "nbclient",

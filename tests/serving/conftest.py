@@ -126,6 +126,24 @@ def contract_server(contract_root: str):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def taxi_server(tmp_path_factory, models: Models):
+    """A server of the taxi model with batching and the default size limits (64 MB REST
+    bodies, 256 MB gRPC messages), for the tests that try to break it."""
+    from skewless.serving import config as config_lib
+    from skewless.serving.server import ModelServer, ServerOptions
+
+    base = str(tmp_path_factory.mktemp("taxi_server") / "taxi")
+    install_version(models.taxi_v1, base, 1)
+    options = ServerOptions(
+        models=config_lib.single_model_config("taxi", base),
+        port=0, rest_api_port=0, file_system_poll_wait_seconds=0,
+        batching=config_lib.BatchingConfig(max_batch_size=16, batch_timeout_micros=1000),
+    )
+    with ModelServer(options) as running:
+        yield running
+
+
 @pytest.fixture()
 def rest(contract_server):
     """A REST client of the contract server."""

@@ -16,7 +16,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from skewless.serving import tensors
 from tests.serving import example_models
-from tests.serving.conftest import CLIENT_TIMEOUT, install_version, predict_request
+from tests.serving.conftest import CLIENT_TIMEOUT, predict_request
 
 pytestmark = pytest.mark.e2e
 
@@ -26,19 +26,8 @@ DEFAULT_LIMITS_MB = 256
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, models):
-    from skewless.serving import config as config_lib
-    from skewless.serving.server import ModelServer, ServerOptions
-
-    base = str(tmp_path_factory.mktemp("decoding") / "taxi")
-    install_version(models.taxi_v1, base, 1)
-    options = ServerOptions(
-        models=config_lib.single_model_config("taxi", base),
-        port=0, rest_api_port=0, file_system_poll_wait_seconds=0,
-        batching=config_lib.BatchingConfig(max_batch_size=16, batch_timeout_micros=1000),
-    )
-    with ModelServer(options) as running:
-        yield running
+def server(taxi_server):
+    return taxi_server
 
 
 def rest(server, path: str, body: bytes, method: str = "POST") -> tuple[int, str, dict | str]:
