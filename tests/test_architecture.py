@@ -57,3 +57,19 @@ def test_no_module_file_paths_anywhere():
         if "module_file=" in path.read_text()
     ]
     assert not offenders
+
+
+def test_rest_and_grpc_front_ends_are_siblings():
+    """Neither front end imports the other: both build on the service and serving/responses.py."""
+    serving = REPO / "serving"
+    assert "skewless.serving.grpc_server" not in imported_modules(serving / "rest_server.py")
+    assert "skewless.serving.rest_server" not in imported_modules(serving / "grpc_server.py")
+    rest_imports = imported_modules(serving / "rest_server.py")
+    assert not any("grpc_server" in name for name in rest_imports)
+    source = (serving / "rest_server.py").read_text()
+    assert "grpc_server" not in source
+
+
+def test_fixture_models_live_under_tests():
+    assert not (REPO / "serving" / "example_models.py").exists()
+    assert (REPO / "tests" / "serving" / "example_models.py").exists()
