@@ -79,8 +79,9 @@ def freeze_heap() -> None:
     """Hides every object alive now (loaded graphs, sessions, signatures) from the collector.
 
     The cyclic collector's full passes then walk only what requests allocate, instead of the
-    hundreds of thousands of objects a loaded TensorFlow graph keeps, which paused every
-    thread now and then (see the README's serving section for the measurement).
+    ~350,000 objects that importing TensorFlow and loading a model leave: measured on a 2-core
+    machine, a full pass took 440-540 ms before the freeze (a pause of every thread, under the
+    GIL) and under 0.1 ms after.
     """
     gc.collect()
     gc.freeze()
