@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from skewless.serving.client import GrpcClient
 from tests.serving import example_models
 from tests.serving.conftest import CLIENT_TIMEOUT, install_version
 from tests.serving.test_serving_cli import free_port
@@ -115,6 +116,14 @@ def test_two_workers_answer_reload_and_report_totals(tmp_path, models):
         after = requests_by_worker(metrics_dir, pids, tmp_path)
         assert all(after[p] - reloaded[p] > 0 for p in pids), (reloaded, after)
 
+        # gRPC shares its port the same way.
+        for _ in range(4):
+            with GrpcClient(port=grpc_port, timeout=CLIENT_TIMEOUT) as client:
+                probabilities = client.predict("taxi", ROWS)["probabilities"]
+            assert probabilities.ravel().tolist() == pytest.approx(
+                [row["probabilities"] for row in predict(rest_port)])
+            sent += 3  # the client's GetModelMetadata, its Predict, the REST predict
+
         # /monitoring, answered by either process, shows the totals of both.
         status, text = fresh_connection_call(rest_port, "GET", METRICS_PATH)
         assert status == 200
@@ -125,3 +134,13 @@ def test_two_workers_answer_reload_and_report_totals(tmp_path, models):
         process.send_signal(signal.SIGTERM)
         process.wait(60)
     assert process.returncode == 0
+
+
+def test_workers_must_be_positive(tmp_path):
+    from click.testing import CliRunner
+
+    from skewless.serving import cli
+
+    result = CliRunner().invoke(cli.serve, ["--model_base_path", str(tmp_path), "--workers", "0"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--workers': 0 is not in the range x>=1." in result.output
