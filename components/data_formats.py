@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
-FORMATS = ("csv", "parquet", "tfrecord")
-FILE_ENDINGS = {"csv": (".csv",), "parquet": (".parquet",), "tfrecord": (".tfrecord", ".gz")}
+FORMATS = ("csv", "parquet", "tfrecord", "avro")
+FILE_ENDINGS = {"csv": (".csv",), "parquet": (".parquet",), "tfrecord": (".tfrecord", ".gz"),
+                "avro": (".avro",)}
 # tf.Examples read for columns (a TFRecord file has no header) and at most for a column's values.
 TFRECORD_COLUMN_SAMPLE = 100
 TFRECORD_VALUE_SAMPLE = 100_000
@@ -67,6 +69,8 @@ def _columns_of(first: Path, fmt: str) -> set[str]:
         import pyarrow.parquet as pq
 
         return set(pq.read_schema(first).names)
+    if fmt == "avro":
+        return set(avro_field_kinds(str(first)))
     found: set[str] = set()
     for example in _examples(first, TFRECORD_COLUMN_SAMPLE):
         found.update(example.features.feature.keys())
@@ -112,6 +116,9 @@ def _values_of(file: Path, fmt: str, column: str) -> list:
 
         cells = pq.read_table(file, columns=[column]).column(0).to_pylist()
         return [None if c is None or c == "" else c for c in cells]
+    if fmt == "avro":
+        return [None if v is None or v == "" else v
+                for v in (record.get(column) for record in _avro_records(str(file)))]
     values = []
     for example in _examples(file, TFRECORD_VALUE_SAMPLE):
         feature = example.features.feature.get(column)
@@ -150,7 +157,8 @@ def matching_files(input_base: str, pattern: str) -> list[str]:
 
 
 def count_source_rows(input_base: str, pattern: str, fmt: str) -> int:
-    """Rows ExampleGen will read: CSV records after each header, Parquet rows, or tf.Examples."""
+    """Rows ExampleGen will read: CSV records after each header, Parquet rows, tf.Examples or
+    Avro records."""
     import tensorflow as tf
 
     files = matching_files(input_base, pattern)
@@ -171,4 +179,49 @@ def count_source_rows(input_base: str, pattern: str, fmt: str) -> int:
             )
             total += pq.read_metadata(path, filesystem=filesystem).num_rows
         return total
+    if fmt == "avro":
+        return sum(_count_avro(file) for file in files)
     return sum(count_records([f], "GZIP" if f.endswith(".gz") else None) for f in files)
+
+
+def _avro_kind(avro_type: Any) -> str | None:
+    """The tf.Example list kind of an Avro field type (a union with null: its other branch)."""
+    if isinstance(avro_type, list):
+        branches = [t for t in avro_type if t != "null"]
+        return _avro_kind(branches[0]) if branches else None
+    if isinstance(avro_type, dict):
+        if avro_type.get("type") == "array":
+            return _avro_kind(avro_type["items"])
+        if avro_type.get("type") == "enum":
+            return "bytes_list"
+        return _avro_kind(avro_type.get("type"))
+    return {"int": "int64_list", "long": "int64_list", "boolean": "int64_list",
+            "float": "float_list", "double": "float_list", "null": None}.get(avro_type,
+                                                                            "bytes_list")
+
+
+def avro_field_kinds(file: str) -> dict[str, str | None]:
+    """{field name: tf.Example list kind} from an Avro file's writer schema, in field order."""
+    import fastavro
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(file, "rb") as f:
+        schema = fastavro.reader(f).writer_schema
+    return {field["name"]: _avro_kind(field["type"]) for field in schema["fields"]}
+
+
+def _avro_records(file: str):
+    import fastavro
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(file, "rb") as f:
+        yield from fastavro.reader(f)
+
+
+def _count_avro(file: str) -> int:
+    """Records in an Avro file, from its block headers (no record is decoded)."""
+    import fastavro
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(file, "rb") as f:
+        return sum(block.num_records for block in fastavro.block_reader(f))

@@ -10,6 +10,7 @@ from tfx import v1 as tfx
 from tfx.orchestration import data_types
 
 from skewless.components.anomaly_gate.component import AnomalyGate
+from skewless.components.avro_example_gen.component import AvroExampleGen
 from skewless.components.data_formats import input_location
 from skewless.components.parquet_example_gen.component import ParquetExampleGen
 from skewless.components.pusher.component import Pusher
@@ -108,11 +109,17 @@ def example_gen(
         )
     )
     kwargs = dict(input_base=input_base, input_config=input_config, output_config=output_config)
-    if config.data.format == "csv":
-        return tfx.components.CsvExampleGen(**kwargs).with_id(EXAMPLE_GEN)
-    if config.data.format == "tfrecord":
-        return tfx.components.ImportExampleGen(**kwargs).with_id(EXAMPLE_GEN)
-    return ParquetExampleGen(**kwargs).with_id(EXAMPLE_GEN)
+    return example_gen_class(config.data.format)(**kwargs).with_id(EXAMPLE_GEN)
+
+
+def example_gen_class(fmt: str) -> type:
+    """The ExampleGen component that reads a data format."""
+    return {
+        "csv": tfx.components.CsvExampleGen,
+        "tfrecord": tfx.components.ImportExampleGen,
+        "parquet": ParquetExampleGen,
+        "avro": AvroExampleGen,
+    }[fmt]
 
 
 def _threshold(threshold, higher_is_better: bool) -> tfma.MetricThreshold:

@@ -12,15 +12,16 @@ from skewless.pipeline.config import ConfigError
 
 @click.command("compile")
 @CONFIG_OPTION
-@click.option("--target", type=click.Choice(["kubeflow", "vertex"]), default="kubeflow",
+@click.option("--target", type=click.Choice(["kubeflow", "vertex", "batch"]), default="kubeflow",
               show_default=True,
               help="kubeflow: the PipelineSpec YAML that Kubeflow Pipelines takes; "
-                   "vertex: a Vertex AI PipelineJob JSON.")
+                   "vertex: a Vertex AI PipelineJob JSON; "
+                   "batch: the batch inference pipeline's PipelineSpec YAML.")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("kubeflow"), show_default=True, help="Folder to write into.")
 def compile_command(config_path: Path, target: str, output_dir: Path) -> None:
     """Compile the pipeline for Kubeflow Pipelines (KFP v2) or Vertex AI."""
-    from skewless.pipeline.kubeflow import compile_pipeline
+    from skewless.pipeline.kubeflow import compile_pipeline, pipeline_name_of
 
     # The data is read on the cluster, not here: only the config itself is checked.
     config = load_config_or_exit(config_path, check_data=False)
@@ -29,7 +30,8 @@ def compile_command(config_path: Path, target: str, output_dir: Path) -> None:
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     image = config.kubeflow.image
-    click.echo(f"Pipeline {config.pipeline.name!r} compiled to {path}; every task runs {image}:\n"
+    name = pipeline_name_of(config, target)
+    click.echo(f"Pipeline {name!r} compiled to {path}; every task runs {image}:\n"
                f"  docker build -f kubeflow/Dockerfile -t {image} . && docker push {image}")
 
 

@@ -19,18 +19,29 @@ from skewless.pipeline.config import ConfigError, check_label
 from skewless.pipeline.files import write_text_atomically
 from skewless.pipeline.run_config import PipelineConfig
 
-Target = Literal["kubeflow", "vertex"]
+Target = Literal["kubeflow", "vertex", "batch"]
 # Runtime parameters of the compiled pipeline; train/eval args hold TrainArgs/EvalArgs as JSON.
 DATA_ROOT = "data_root"
 TRAIN_ARGS = "train_args"
 EVAL_ARGS = "eval_args"
 KUBERNETES_PLATFORM = "kubernetes"
+# Runtime parameters of the compiled batch pipeline (data_root too): where the predictions go,
+# and the pushed version to score with ("" for the newest).
+OUTPUT_PATH = "output_path"
+MODEL_VERSION = "model_version"
 
 
 def spec_path(config: PipelineConfig, output_dir: Path, target: Target = "kubeflow") -> Path:
     """Where `compile` writes: `<name>-pipeline.yaml` (KFP) or `<name>-pipeline.json` (Vertex)."""
     suffix = ".json" if target == "vertex" else ".yaml"
-    return output_dir / f"{config.pipeline.name}-pipeline{suffix}"
+    return output_dir / f"{pipeline_name_of(config, target)}-pipeline{suffix}"
+
+
+def pipeline_name_of(config: PipelineConfig, target: Target) -> str:
+    """The compiled pipeline's name: the config's, or its batch pipeline's."""
+    from skewless.pipeline.batch import batch_pipeline_name
+
+    return batch_pipeline_name(config) if target == "batch" else config.pipeline.name
 
 
 def volume_of(config: PipelineConfig, path: str):
@@ -142,8 +153,57 @@ def kubeflow_pipeline(config: PipelineConfig):
     return create_pipeline(config, placement)
 
 
-def compile_job(config: PipelineConfig) -> dict:
-    """Compiles with TFX's KubeflowV2DagRunner into a PipelineJob dict (`pipelineSpec` inside).
+def batch_runtime_parameters(config: PipelineConfig) -> dict[str, str]:
+    """The compiled batch pipeline's runtime parameters and their defaults.
+
+    The new data is a folder of `data.format` files (default `<kubeflow.data_root>/batch`).
+    """
+    data_root = posixpath.join(config.kubeflow.data_root, "batch")
+    return {
+        DATA_ROOT: data_root,
+        OUTPUT_PATH: posixpath.join(config.kubeflow.data_root, "predictions",
+                                    f"{config.pipeline.name}.parquet"),
+        MODEL_VERSION: "",
+    }
+
+
+def kubeflow_batch_pipeline(config: PipelineConfig):
+    """The `<name>-batch` TFX pipeline with cluster locations and runtime parameters.
+
+    A scheduled run replaces the previous predictions file (atomically); each run's output is
+    recorded in MLMD with its input data and model version.
+    """
+    from ml_metadata.proto import metadata_store_pb2
+    from tfx.orchestration import data_types
+
+    from skewless.components.data_formats import FILE_ENDINGS
+    from skewless.pipeline.batch import BatchJob, create_batch_pipeline
+
+    check_cluster_config(config)
+    parameters = {
+        name: data_types.RuntimeParameter(name, ptype=str, default=default)
+        for name, default in batch_runtime_parameters(config).items()
+    }
+    job = BatchJob(
+        input_base=parameters[DATA_ROOT],
+        input_pattern=f"*{FILE_ENDINGS[config.data.format][0]}",
+        data_format=config.data.format,
+        model_base_path=cluster_model_push_dir(config),
+        model_version=parameters[MODEL_VERSION],
+        output_path=parameters[OUTPUT_PATH],
+        overwrite=True,
+    )
+    return create_batch_pipeline(
+        config, job,
+        pipeline_root=config.kubeflow.pipeline_root,
+        beam_args=config.kubeflow.beam_args,
+        metadata_connection_config=metadata_store_pb2.ConnectionConfig(),
+    )
+
+
+def compile_job(config: PipelineConfig, target: Target = "kubeflow") -> dict:
+    """Compiles with TFX's KubeflowV2DagRunner into a PipelineJob dict (`pipelineSpec` inside):
+    the training pipeline, or for target `batch` the batch inference pipeline.
 
     Raises:
         ConfigError: see `check_cluster_config`.
@@ -152,14 +212,17 @@ def compile_job(config: PipelineConfig) -> dict:
 
     runner = v2.KubeflowV2DagRunner(
         v2.KubeflowV2DagRunnerConfig(
-            display_name=config.pipeline.name,
+            display_name=pipeline_name_of(config, target),
             default_image=config.kubeflow.image,
             # Schema 2.1 is what kfp 2.x backends and loaders read.
             use_pipeline_spec_2_1=True,
         )
     )
-    defaults = runtime_parameters(config)
-    job = runner.run(kubeflow_pipeline(config), parameter_values=defaults, write_out=False)
+    if target == "batch":
+        defaults, pipeline = batch_runtime_parameters(config), kubeflow_batch_pipeline(config)
+    else:
+        defaults, pipeline = runtime_parameters(config), kubeflow_pipeline(config)
+    job = runner.run(pipeline, parameter_values=defaults, write_out=False)
     # TFX puts defaults only into Vertex's runtimeConfig; KFP reads them from the spec.
     declared = job["pipelineSpec"]["root"]["inputDefinitions"]["parameters"]
     for name, default in defaults.items():
@@ -207,7 +270,8 @@ def render(config: PipelineConfig, target: Target = "kubeflow") -> str:
     Args:
         config: the loaded config.
         target: `kubeflow` for the bare PipelineSpec YAML (plus a kubernetes PlatformSpec
-            document when volumes are configured), `vertex` for a Vertex AI PipelineJob JSON.
+            document when volumes are configured), `vertex` for a Vertex AI PipelineJob JSON,
+            `batch` for the batch inference pipeline's PipelineSpec YAML.
 
     Returns:
         The file content.
@@ -215,7 +279,7 @@ def render(config: PipelineConfig, target: Target = "kubeflow") -> str:
     Raises:
         ConfigError: the config cannot be compiled for the target.
     """
-    job = compile_job(config)
+    job = compile_job(config, target)
     spec = job["pipelineSpec"]
     if target == "vertex":
         if not config.kubeflow.pipeline_root.startswith("gs://"):

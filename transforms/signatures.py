@@ -18,13 +18,19 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
+from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow.python.saved_model import fingerprinting_utils
 
 from skewless.transforms.features import FeaturePlan
 from skewless.transforms.task import API_INPUTS
 
 MISSING_INT64 = -(2**63)
+# The raw data schema inside the exported model, as TFX's InfraValidator keeps its requests:
+# batch inference validates new data against the schema of the model that scores it.
+SCHEMA_FILE = "assets.extra/schema.pbtxt"
+TRAINING, SERVING = "TRAINING", "SERVING"
 SERVING_DEFAULT = "serving_default"
 SERVING_TF_EXAMPLE = "serving_tf_example"
 TRANSFORM_FEATURES = "transform_features"
@@ -163,3 +169,20 @@ def export(model: keras.Model, tft_output: tft.TFTransformOutput, plan: FeatureP
     """Saves the model with every signature, the Classify/Regress one under its method name."""
     tf.saved_model.save(model, export_dir, signatures=make_signatures(model, tft_output, plan))
     set_method_names(export_dir, {plan.task.api_signature: plan.task.api_method})
+    schema = serving_environments(tft_output.raw_metadata.schema, plan)
+    path = f"{export_dir.rstrip('/')}/{SCHEMA_FILE}"
+    tf.io.gfile.makedirs(path.rpartition("/")[0])
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(text_format.MessageToString(schema))
+
+
+def serving_environments(raw_schema: schema_pb2.Schema, plan: FeaturePlan) -> schema_pb2.Schema:
+    """The raw schema with TFDV environments: in SERVING, only the model's raw features."""
+    schema = schema_pb2.Schema()
+    schema.CopyFrom(raw_schema)
+    del schema.default_environment[:]
+    schema.default_environment.extend([TRAINING, SERVING])
+    for feature in schema.feature:
+        if feature.name not in plan.raw_features and SERVING not in feature.not_in_environment:
+            feature.not_in_environment.append(SERVING)
+    return schema

@@ -30,7 +30,8 @@ def _kind(arrow_type: pa.DataType) -> str | None:
     return "bytes_list"
 
 
-def _feature(kind: str | None, value: Any) -> tf.train.Feature:
+def feature(kind: str | None, value: Any) -> tf.train.Feature:
+    """A tf.Example feature of one cell: int64_list, float_list, bytes_list or (no kind) empty."""
     values = [] if value is None else list(value) if isinstance(value, list) else [value]
     values = [v for v in values if v is not None]
     if kind is None:
@@ -47,7 +48,7 @@ def table_to_examples(table: pa.Table) -> Iterator[tf.train.Example]:
     """One tf.Example per row of an Arrow table; a null is an empty list of the column's type."""
     kinds = {field.name: _kind(field.type) for field in table.schema}
     for row in table.to_pylist():
-        features = {name: _feature(kinds[name], value) for name, value in row.items()}
+        features = {name: feature(kinds[name], value) for name, value in row.items()}
         yield tf.train.Example(features=tf.train.Features(feature=features))
 
 

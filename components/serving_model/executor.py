@@ -1,0 +1,113 @@
+"""Picks a pushed model version and the schema it was trained on, as the data seen in serving
+must match it: the SERVING environment of the schema inside the model."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+
+from skewless.transforms.signatures import SCHEMA_FILE, SERVING
+
+MODEL_BASE_PATH_KEY = "model_base_path"
+VERSION_KEY = "version"
+MODEL_KEY = "model"
+SCHEMA_KEY = "schema"
+# The custom properties TFX's Pusher sets on a PushedModel, read by the registry too.
+PUSHED_VERSION = "pushed_version"
+PUSHED_DESTINATION = "pushed_destination"
+
+
+class ModelVersionError(ValueError):
+    """The requested model version is not pushed, or is not a model skewless can score with."""
+
+
+def pushed_versions(model_base_path: str) -> list[int]:
+    """The integer versions under a model base path, oldest first (hidden folders skipped)."""
+    if not tf.io.gfile.isdir(model_base_path):
+        return []
+    names = (n.rstrip("/") for n in tf.io.gfile.listdir(model_base_path))
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def resolve_version(model_base_path: str, version: int | None) -> tuple[int, str]:
+    """The version to use (the newest when None) and its folder.
+
+    Raises:
+        ModelVersionError: nothing is pushed there, or not that version.
+    """
+    versions = pushed_versions(model_base_path)
+    if not versions:
+        raise ModelVersionError(f"no model version is pushed in {model_base_path}")
+    if version is None:
+        version = versions[-1]
+    if version not in versions:
+        listed = ", ".join(map(str, versions[-5:]))
+        raise ModelVersionError(
+            f"model version {version} does not exist in {model_base_path} (pushed: {listed})"
+        )
+    return version, os.path.join(model_base_path, str(version))
+
+
+def model_schema(version_dir: str) -> schema_pb2.Schema:
+    """The raw data schema exported inside a model version.
+
+    Raises:
+        ModelVersionError: the version carries no schema (exported before skewless kept one).
+    """
+    path = os.path.join(version_dir, SCHEMA_FILE)
+    if not tf.io.gfile.exists(path):
+        raise ModelVersionError(
+            f"{version_dir} has no {SCHEMA_FILE}; it was exported by an older skewless: "
+            "run the pipeline again to push a model that carries its schema"
+        )
+    return text_format.Parse(tf.io.gfile.GFile(path).read(), schema_pb2.Schema())
+
+
+def serving_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
+    """The schema as data must meet it in the SERVING environment, without environments.
+
+    ExampleValidator validates without an environment, so the features that are not in SERVING
+    (the label's columns) are left out rather than marked.
+    """
+    serving = schema_pb2.Schema()
+    serving.CopyFrom(schema)
+    del serving.feature[:]
+    del serving.default_environment[:]
+    for feature in schema.feature:
+        in_serving = (SERVING in feature.in_environment if feature.in_environment
+                      else SERVING not in feature.not_in_environment)
+        if in_serving:
+            kept = serving.feature.add()
+            kept.CopyFrom(feature)
+            del kept.in_environment[:]
+            del kept.not_in_environment[:]
+    return serving
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        requested = exec_properties.get(VERSION_KEY) or ""
+        version, version_dir = resolve_version(
+            exec_properties[MODEL_BASE_PATH_KEY], int(requested) if requested else None
+        )
+        schema = serving_schema(model_schema(version_dir))
+        model = artifact_utils.get_single_instance(output_dict[MODEL_KEY])
+        model.set_int_custom_property("pushed", 1)
+        model.set_int_custom_property(PUSHED_VERSION, version)
+        model.set_string_custom_property(PUSHED_DESTINATION, version_dir)
+        schema_artifact = artifact_utils.get_single_instance(output_dict[SCHEMA_KEY])
+        tf.io.gfile.makedirs(schema_artifact.uri)
+        with tf.io.gfile.GFile(os.path.join(schema_artifact.uri, "schema.pbtxt"), "w") as f:
+            f.write(text_format.MessageToString(schema))
