@@ -9,8 +9,12 @@ from pathlib import Path
 
 import click
 
-from skewless.pipeline.commands import CONFIG_OPTION, _log_file, _progress_printer
-from skewless.pipeline.commands import load_config_or_exit
+from skewless.pipeline.commands import (
+    CONFIG_OPTION,
+    _log_file,
+    _progress_printer,
+    load_config_or_exit,
+)
 from skewless.pipeline.config import ConfigError
 
 

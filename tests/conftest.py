@@ -68,3 +68,26 @@ def tf_tmpdir(tmp_path, monkeypatch) -> Path:
     folder.mkdir()
     monkeypatch.setenv("TMPDIR", str(folder))
     return folder
+
+
+@pytest.fixture(scope="session")
+def pushed_taxi(tmp_path_factory):
+    """One trained and pushed taxi model (1,000 rows, 100 steps), shared by the tests that score
+    with a pushed model: (config, version)."""
+    from skewless.pipeline.config import load_config
+    from skewless.pipeline.runner import run_pipeline
+
+    workdir = tmp_path_factory.mktemp("pushed-taxi")
+    data = write_sample(workdir / "data" / "data.csv", 1000)
+    raw = sample_config_dict(workdir, data, model={"train_steps": 100, "eval_steps": 10},
+                             evaluation={"thresholds": [{"metric": "AUC", "lower_bound": 0.0}]})
+    config = load_config(write_config(workdir / "taxi.yaml", raw))
+    saved = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(workdir / "tmp")
+    (workdir / "tmp").mkdir()
+    try:
+        run_pipeline(config, lambda event: None)
+    finally:
+        os.environ.pop("TMPDIR") if saved is None else os.environ.update(TMPDIR=saved)
+    [version] = [int(p.name) for p in config.model_push_dir.iterdir() if p.name.isdigit()]
+    return config, version

@@ -20,8 +20,8 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow.python.saved_model import fingerprinting_utils
+from tensorflow_metadata.proto.v0 import schema_pb2
 
 from skewless.transforms.features import FeaturePlan
 from skewless.transforms.task import API_INPUTS

@@ -1,4 +1,5 @@
-"""Parquet and TFRecord copies of a sample go through ExampleGen and StatisticsGen as CSV does."""
+"""Parquet, TFRecord and Avro copies of a sample go through ExampleGen and StatisticsGen as CSV
+does."""
 
 from __future__ import annotations
 
@@ -37,6 +38,21 @@ def _write_tfrecord(table: pa.Table, path: Path) -> None:
             writer.write(example.SerializeToString())
 
 
+def _write_avro(table: pa.Table, path: Path) -> None:
+    """The same rows as Avro records, every field nullable, as a warehouse export writes them."""
+    import fastavro
+
+    def avro_type(arrow_type: pa.DataType) -> str:
+        if pa.types.is_integer(arrow_type):
+            return "long"
+        return "double" if pa.types.is_floating(arrow_type) else "string"
+
+    schema = {"type": "record", "name": "taxi_trip", "fields": [
+        {"name": field.name, "type": ["null", avro_type(field.type)]} for field in table.schema]}
+    with path.open("wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(schema), table.to_pylist())
+
+
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("formats")
@@ -46,7 +62,10 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
     pq.write_table(table, root / "parquet" / "data.parquet")
     (root / "tfrecord").mkdir()
     _write_tfrecord(table, root / "tfrecord" / "data.tfrecord")
-    return {"csv": csv_path, "parquet": root / "parquet", "tfrecord": root / "tfrecord"}
+    (root / "avro").mkdir()
+    _write_avro(table, root / "avro" / "data.avro")
+    return {"csv": csv_path, "parquet": root / "parquet", "tfrecord": root / "tfrecord",
+            "avro": root / "avro"}
 
 
 def _statistics(
@@ -95,7 +114,7 @@ def _combined(splits: dict[str, statistics_pb2.DatasetFeatureStatistics]) -> dic
     return summary
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "tfrecord"])
+@pytest.mark.parametrize("fmt", ["parquet", "tfrecord", "avro"])
 def test_same_rows_and_statistics_as_csv(fmt, datasets, tmp_path_factory, tf_tmpdir):
     workdir = tmp_path_factory.mktemp(f"run-{fmt}")
     expected = _combined(_statistics("csv", datasets["csv"], workdir))
@@ -104,3 +123,15 @@ def test_same_rows_and_statistics_as_csv(fmt, datasets, tmp_path_factory, tf_tmp
     assert actual == expected
     # Zeros are values, not missing values (TFX 1.16's own Parquet reader drops them).
     assert actual["trip_start_hour"][6] > 0 and actual["fare"][6] > 0
+
+
+def test_avro_columns_values_and_row_count(datasets):
+    """What the config check and RowCountCheck read of an Avro file: zeros are values."""
+    from skewless.components import data_formats
+
+    folder = datasets["avro"]
+    assert data_formats.columns(folder, "avro") == data_formats.columns(datasets["csv"], "csv")
+    hours = data_formats.column_values(folder, "avro", "trip_start_hour")
+    assert hours == data_formats.column_values(datasets["csv"], "csv", "trip_start_hour")
+    assert 0 in hours
+    assert data_formats.count_source_rows(str(folder), "*.avro", "avro") == ROWS
