@@ -24,8 +24,8 @@ from skewless.components.serving_model.component import ServingModel
 from skewless.components.serving_model.executor import (
     ModelVersionError,
     model_schema,
+    raw_feature_names,
     resolve_version,
-    serving_schema,
 )
 from skewless.pipeline.build import (
     ANOMALY_GATE,
@@ -86,6 +86,8 @@ def create_batch_pipeline(
         input_base=job.input_base,
         input_config=tfx.proto.Input(splits=[
             tfx.proto.Input.Split(name=BATCH_SPLIT, pattern=job.input_pattern)]),
+        # No split config: one output split, the input's, rather than ExampleGen's train/eval.
+        output_config=tfx.proto.Output(),
     ).with_id(EXAMPLE_GEN)
     statistics = tfx.components.StatisticsGen(examples=examples.outputs["examples"]).with_id(
         STATISTICS_GEN)
@@ -169,7 +171,8 @@ def plan_local_job(
         version = labels[label]
     try:
         version, version_dir = resolve_version(base, version)
-        needed = [f.name for f in serving_schema(model_schema(version_dir)).feature]
+        model_schema(version_dir)  # a model without its schema cannot be validated against
+        needed = raw_feature_names(version_dir)
     except ModelVersionError as error:
         raise ConfigError(str(error)) from None
     if not data.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -77,6 +78,7 @@ def _run(config, pipeline, version: int) -> None:
             ProgressDagRunner(_progress_printer(terminal)).run(pipeline)
         except ComponentFailed as error:
             failure = error
+    logging.getLogger().setLevel(logging.WARNING)
     if failure is not None:
         _report_failure(config, failure, log_file, version)
 

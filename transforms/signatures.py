@@ -177,12 +177,12 @@ def export(model: keras.Model, tft_output: tft.TFTransformOutput, plan: FeatureP
 
 
 def serving_environments(raw_schema: schema_pb2.Schema, plan: FeaturePlan) -> schema_pb2.Schema:
-    """The raw schema with TFDV environments: in SERVING, only the model's raw features."""
+    """The raw schema with TFDV environments: the label's columns are not in SERVING."""
     schema = schema_pb2.Schema()
     schema.CopyFrom(raw_schema)
     del schema.default_environment[:]
     schema.default_environment.extend([TRAINING, SERVING])
     for feature in schema.feature:
-        if feature.name not in plan.raw_features and SERVING not in feature.not_in_environment:
+        if feature.name in plan.label_sources and SERVING not in feature.not_in_environment:
             feature.not_in_environment.append(SERVING)
     return schema

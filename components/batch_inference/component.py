@@ -53,4 +53,5 @@ class BatchInference(base_beam_component.BaseBeamComponent):
             output_format=output_format,
             keep=json.dumps(list(keep)),
             overwrite=int(overwrite),
+            predictions=types.Channel(type=standard_artifacts.InferenceResult),
         ))

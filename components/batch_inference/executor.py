@@ -21,7 +21,7 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.protobuf import saved_model_pb2
 from tfx import types
-from tfx.dsl.components.base import base_executor
+from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
 from skewless.components.data_formats import count_records
@@ -192,7 +192,7 @@ def _read_scored(prefix: str) -> list[tf.train.Example]:
     return [tf.train.Example.FromString(record.numpy()) for record in dataset]
 
 
-class Executor(base_executor.BaseExecutor):
+class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(
         self,
         input_dict: dict[str, list[types.Artifact]],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
@@ -28,5 +29,10 @@ class ServingModel(base_component.BaseComponent):
     SPEC_CLASS = ServingModelSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, model_base_path: str, version: str = ""):
-        super().__init__(spec=ServingModelSpec(model_base_path=model_base_path, version=version))
+    def __init__(self, model_base_path: str, version: str | types.RuntimeParameter = ""):
+        super().__init__(spec=ServingModelSpec(
+            model_base_path=model_base_path,
+            version=version,
+            model=types.Channel(type=standard_artifacts.PushedModel),
+            schema=types.Channel(type=standard_artifacts.Schema),
+        ))

@@ -8,12 +8,13 @@ from typing import Any
 
 import tensorflow as tf
 from google.protobuf import text_format
+from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from skewless.transforms.signatures import SCHEMA_FILE, SERVING
+from skewless.transforms.signatures import SCHEMA_FILE, SERVING, SERVING_DEFAULT
 
 MODEL_BASE_PATH_KEY = "model_base_path"
 VERSION_KEY = "version"
@@ -74,21 +75,27 @@ def serving_schema(schema: schema_pb2.Schema) -> schema_pb2.Schema:
     """The schema as data must meet it in the SERVING environment, without environments.
 
     ExampleValidator validates without an environment, so the features that are not in SERVING
-    (the label's columns) are left out rather than marked.
+    (the label's columns) lose their presence constraint: they may be absent, and if present
+    must still have their type and domain.
     """
     serving = schema_pb2.Schema()
     serving.CopyFrom(schema)
-    del serving.feature[:]
     del serving.default_environment[:]
-    for feature in schema.feature:
+    for feature in serving.feature:
         in_serving = (SERVING in feature.in_environment if feature.in_environment
                       else SERVING not in feature.not_in_environment)
-        if in_serving:
-            kept = serving.feature.add()
-            kept.CopyFrom(feature)
-            del kept.in_environment[:]
-            del kept.not_in_environment[:]
+        if not in_serving:
+            feature.ClearField("presence")
+        del feature.in_environment[:]
+        del feature.not_in_environment[:]
     return serving
+
+
+def raw_feature_names(version_dir: str) -> list[str]:
+    """The raw features the model takes: its `serving_default` signature's inputs."""
+    path = os.path.join(version_dir, "saved_model.pb")
+    proto = saved_model_pb2.SavedModel.FromString(tf.io.gfile.GFile(path, "rb").read())
+    return sorted(proto.meta_graphs[0].signature_def[SERVING_DEFAULT].inputs)
 
 
 class Executor(base_executor.BaseExecutor):
