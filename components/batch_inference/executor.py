@@ -175,11 +175,13 @@ def write_table(table: pa.Table, path: str, fmt: str, overwrite: bool) -> None:
         tf.io.gfile.makedirs(folder)
     staging = os.path.join(folder, f".{name}.tmp")
     try:
+        buffer = pa.BufferOutputStream()
+        if fmt == "csv":
+            pacsv.write_csv(table, buffer)
+        else:
+            pq.write_table(table, buffer)
         with tf.io.gfile.GFile(staging, "wb") as f:
-            if fmt == "csv":
-                pacsv.write_csv(table, pa.PythonFile(f, mode="w"))
-            else:
-                pq.write_table(table, pa.PythonFile(f, mode="w"))
+            f.write(buffer.getvalue().to_pybytes())
         tf.io.gfile.rename(staging, path, overwrite=overwrite)
     finally:
         if tf.io.gfile.exists(staging):
