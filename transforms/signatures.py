@@ -177,12 +177,13 @@ def export(model: keras.Model, tft_output: tft.TFTransformOutput, plan: FeatureP
 
 
 def serving_environments(raw_schema: schema_pb2.Schema, plan: FeaturePlan) -> schema_pb2.Schema:
-    """The raw schema with TFDV environments: the label's columns are not in SERVING."""
+    """The raw schema with TFDV environments: columns only the label needs are not in SERVING."""
     schema = schema_pb2.Schema()
     schema.CopyFrom(raw_schema)
     del schema.default_environment[:]
     schema.default_environment.extend([TRAINING, SERVING])
+    training_only = set(plan.label_sources).difference(plan.raw_features)  # taxi's fare is both
     for feature in schema.feature:
-        if feature.name in plan.label_sources and SERVING not in feature.not_in_environment:
+        if feature.name in training_only and SERVING not in feature.not_in_environment:
             feature.not_in_environment.append(SERVING)
     return schema

@@ -42,13 +42,15 @@ def _write_avro(table: pa.Table, path: Path) -> None:
     """The same rows as Avro records, every field nullable, as a warehouse export writes them."""
     import fastavro
 
-    def avro_type(arrow_type: pa.DataType) -> str:
+    def avro_type(arrow_type: pa.DataType) -> str | list[str]:
+        if pa.types.is_null(arrow_type):  # no value in any row: no type, as in the CSV
+            return "null"
         if pa.types.is_integer(arrow_type):
-            return "long"
-        return "double" if pa.types.is_floating(arrow_type) else "string"
+            return ["null", "long"]
+        return ["null", "double" if pa.types.is_floating(arrow_type) else "string"]
 
     schema = {"type": "record", "name": "taxi_trip", "fields": [
-        {"name": field.name, "type": ["null", avro_type(field.type)]} for field in table.schema]}
+        {"name": field.name, "type": avro_type(field.type)} for field in table.schema]}
     with path.open("wb") as out:
         fastavro.writer(out, fastavro.parse_schema(schema), table.to_pylist())
 
