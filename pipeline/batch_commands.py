@@ -84,15 +84,10 @@ def _run(config, pipeline, version: int) -> None:
 
 
 def _report_failure(config, failure, log_file: Path, version: int) -> None:
-    from skewless.components.anomaly_gate.executor import read_anomalies_at
-    from skewless.pipeline.batch import batch_pipeline_name
-    from skewless.pipeline.build import ANOMALY_GATE, EXAMPLE_VALIDATOR
-    from skewless.pipeline.results import connect, latest_output
+    from skewless.pipeline.build import ANOMALY_GATE
 
     if failure.node_id == ANOMALY_GATE:
-        artifact = latest_output(connect(config), batch_pipeline_name(config), EXAMPLE_VALIDATOR,
-                                 "ExampleAnomalies")
-        anomalies = read_anomalies_at(artifact.uri, ["batch"]) if artifact else []
+        anomalies = _latest_anomalies(config)
         click.echo(f"Data anomalies found: nothing was scored ({len(anomalies)} anomalies).",
                    err=True)
         for anomaly in anomalies:
@@ -110,6 +105,7 @@ def _report_failure(config, failure, log_file: Path, version: int) -> None:
 def _print_summary(config, seconds: float) -> None:
     from skewless.components.batch_inference.executor import (
         OUTPUT_PATH_KEY,
+        PUSHED_VERSION,
         ROWS_IN,
         ROWS_OUT,
     )
@@ -121,7 +117,24 @@ def _print_summary(config, seconds: float) -> None:
     props = artifact.custom_properties
     click.echo(f"Summary ({seconds:.1f} s)")
     click.echo(f"  rows in: {props[ROWS_IN].int_value}, rows out: {props[ROWS_OUT].int_value}")
+    click.echo(f"  model: {config.serving.model_name} version "
+               f"{props[PUSHED_VERSION].int_value}")
     click.echo(f"  predictions: {props[OUTPUT_PATH_KEY].string_value}")
+    anomalies = _latest_anomalies(config)
+    if anomalies:
+        click.echo(f"  anomalies: {len(anomalies)} allowed (--allow-anomalies): "
+                   + ", ".join(sorted({a.feature for a in anomalies})))
+
+
+def _latest_anomalies(config) -> list:
+    from skewless.components.anomaly_gate.executor import read_anomalies_at
+    from skewless.pipeline.batch import BATCH_SPLIT, batch_pipeline_name
+    from skewless.pipeline.build import EXAMPLE_VALIDATOR
+    from skewless.pipeline.results import connect, latest_output
+
+    artifact = latest_output(connect(config), batch_pipeline_name(config), EXAMPLE_VALIDATOR,
+                             "ExampleAnomalies")
+    return read_anomalies_at(artifact.uri, [BATCH_SPLIT]) if artifact else []
 
 
 COMMANDS = [predict_batch]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+
 STEP = re.compile(r"^\[\s*\d+/\d+\] (\S+)\s+(executed|cached|resolved|failed)\b", re.M)
 
 
@@ -28,3 +30,20 @@ def states(stdout: str) -> dict[str, str]:
 def versions(model_dir: Path) -> list[str]:
     """Everything in a model base path, hidden folders included (they must not be left)."""
     return sorted(p.name for p in model_dir.iterdir()) if model_dir.exists() else []
+
+
+def write_avro(table: pa.Table, path: Path) -> None:
+    """The same rows as Avro records, every field nullable, as a warehouse export writes them."""
+    import fastavro
+
+    def avro_type(arrow_type: pa.DataType) -> str | list[str]:
+        if pa.types.is_null(arrow_type):  # no value in any row: no type, as in the CSV
+            return "null"
+        if pa.types.is_integer(arrow_type):
+            return ["null", "long"]
+        return ["null", "double" if pa.types.is_floating(arrow_type) else "string"]
+
+    schema = {"type": "record", "name": "taxi_trip", "fields": [
+        {"name": field.name, "type": avro_type(field.type)} for field in table.schema]}
+    with path.open("wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(schema), table.to_pylist())

@@ -21,7 +21,7 @@ from skewless.pipeline.batch import BATCH_INFERENCE, batch_pipeline_name
 from skewless.pipeline.results import connect
 from skewless.transforms.signatures import MISSING_INT64
 from tests.conftest import TAXI_CSV
-from tests.pipeline.helpers import skewless
+from tests.pipeline.helpers import skewless, write_avro
 
 pytestmark = pytest.mark.e2e
 
@@ -93,6 +93,8 @@ def test_batch_predictions_equal_online_rest_predictions(pushed_taxi, new_data, 
     assert f"with model taxi version {version}" in result.stdout
     assert f"rows in: {ROWS}, rows out: {ROWS}" in result.stdout
     assert f"predictions: {output}" in result.stdout
+    assert f"model: taxi version {version}" in result.stdout
+    assert "anomalies" not in result.stdout
     assert "ERROR" not in result.stdout + result.stderr
     table = pq.read_table(output)
     with new_data.open() as f:
@@ -170,12 +172,16 @@ def test_anomalies_stop_the_job_with_a_report_and_nothing_written(pushed_taxi, n
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "tmp"]
 
 
-def test_allowed_anomalies_kept_columns_as_csv_replacing_a_file(pushed_taxi, new_data,
-                                                                  tmp_path):
-    """A company the model never saw is an anomaly; allowed, it is scored as out of vocabulary."""
+def test_allowed_anomalies_avro_in_kept_columns_as_csv_out(pushed_taxi, new_data, tmp_path):
+    """A company the model never saw is an anomaly; allowed, it is scored as out of vocabulary.
+    The input is Avro, the output CSV with two kept columns, replacing yesterday's file."""
     config, version = pushed_taxi
-    data = _with_values(new_data, tmp_path / "new-company.csv", "company", "Nightly Cab Co",
-                        every=7)
+    csv_copy = _with_values(new_data, tmp_path / "new-company.csv", "company",
+                            "Nightly Cab Co", every=7)
+    data = tmp_path / "avro" / "tonight.avro"  # Avro input, as a warehouse export
+    data.parent.mkdir()
+    write_avro(pacsv.read_csv(csv_copy, convert_options=pacsv.ConvertOptions(
+        strings_can_be_null=True)), data)
     output = tmp_path / "predictions.csv"
     output.write_text("yesterday\n")
     result = skewless("predict-batch", "--config", str(config.source), "--data", str(data),
@@ -184,6 +190,7 @@ def test_allowed_anomalies_kept_columns_as_csv_replacing_a_file(pushed_taxi, new
                       tmpdir=tmp_path / "tmp")
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     assert f"rows in: {ROWS}, rows out: {ROWS}" in result.stdout
+    assert "anomalies: 1 allowed (--allow-anomalies): company" in result.stdout
     table = pacsv.read_csv(output)
     assert table.column_names == ["trip_start_hour", "company", "classes", "probabilities"]
     assert table.num_rows == ROWS

@@ -17,6 +17,7 @@ from skewless.pipeline.config import load_config
 from skewless.pipeline.results import connect, latest_output
 from skewless.pipeline.runner import run_pipeline
 from tests.conftest import sample_config_dict, write_config, write_sample
+from tests.pipeline.helpers import write_avro
 
 pytestmark = pytest.mark.e2e
 
@@ -38,23 +39,6 @@ def _write_tfrecord(table: pa.Table, path: Path) -> None:
             writer.write(example.SerializeToString())
 
 
-def _write_avro(table: pa.Table, path: Path) -> None:
-    """The same rows as Avro records, every field nullable, as a warehouse export writes them."""
-    import fastavro
-
-    def avro_type(arrow_type: pa.DataType) -> str | list[str]:
-        if pa.types.is_null(arrow_type):  # no value in any row: no type, as in the CSV
-            return "null"
-        if pa.types.is_integer(arrow_type):
-            return ["null", "long"]
-        return ["null", "double" if pa.types.is_floating(arrow_type) else "string"]
-
-    schema = {"type": "record", "name": "taxi_trip", "fields": [
-        {"name": field.name, "type": avro_type(field.type)} for field in table.schema]}
-    with path.open("wb") as out:
-        fastavro.writer(out, fastavro.parse_schema(schema), table.to_pylist())
-
-
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("formats")
@@ -65,7 +49,7 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
     (root / "tfrecord").mkdir()
     _write_tfrecord(table, root / "tfrecord" / "data.tfrecord")
     (root / "avro").mkdir()
-    _write_avro(table, root / "avro" / "data.avro")
+    write_avro(table, root / "avro" / "data.avro")
     return {"csv": csv_path, "parquet": root / "parquet", "tfrecord": root / "tfrecord",
             "avro": root / "avro"}
 
