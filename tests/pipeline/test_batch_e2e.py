@@ -101,7 +101,9 @@ def test_batch_predictions_equal_online_rest_predictions(pushed_taxi, new_data, 
         inputs = next(csv.reader(f))
     assert table.num_rows == ROWS
     assert table.column_names == sorted(inputs) + ["classes", "probabilities"]
-    assert table.column("pickup_latitude").null_count > 0  # rows with missing values
+    # Rows with missing values, of a number and of a string the model takes.
+    assert table.column("dropoff_latitude").null_count > 0
+    assert table.column("company").null_count > 0
     online = _rest_predictions(config, table)
     np.testing.assert_allclose(table.column("probabilities").to_numpy(),
                                online["probabilities"].ravel(), atol=1e-6)
