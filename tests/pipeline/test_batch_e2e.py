@@ -137,7 +137,7 @@ def test_mlmd_links_the_job_to_model_version_and_input_data(pushed_taxi, new_dat
     [producer] = [e for e in store.get_events_by_artifact_ids([examples.id])
                   if e.type == metadata_store_pb2.Event.OUTPUT]
     [gen] = store.get_executions_by_id([producer.execution_id])
-    assert gen.properties["input_base"].string_value == str(new_data.parent)
+    assert gen.custom_properties["input_base"].string_value == str(new_data.parent)
     kind, predictions = by_type["InferenceResult"]
     assert kind == metadata_store_pb2.Event.OUTPUT
     assert predictions.custom_properties["output_path"].string_value == str(output)
