@@ -45,7 +45,20 @@ def _tfrecord(folder: Path) -> Path:
     return path
 
 
-WRITERS = {"csv": _csv, "parquet": _parquet, "tfrecord": _tfrecord}
+def _avro(folder: Path) -> Path:
+    import fastavro
+
+    path = folder / "data.avro"
+    schema = {"type": "record", "name": "row", "fields": [
+        {"name": "species", "type": ["null", "string"]},
+        {"name": "petal", "type": ["null", "double"]},
+        {"name": "count", "type": "long"}]}
+    with path.open("wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(schema), ROWS)
+    return path
+
+
+WRITERS = {"csv": _csv, "parquet": _parquet, "tfrecord": _tfrecord, "avro": _avro}
 
 
 @pytest.mark.parametrize("fmt", data_formats.FORMATS)

@@ -69,7 +69,7 @@ def test_string_number_is_not_coerced(tmp_path, small_csv):
 
 def test_bad_format_lists_the_choices(tmp_path, small_csv):
     message = _error(_config(tmp_path, small_csv, data={"format": "xlsx"}))
-    assert "data.format" in message and "'csv', 'parquet' or 'tfrecord'" in message
+    assert "data.format" in message and "'csv', 'parquet', 'tfrecord' or 'avro'" in message
 
 
 def test_missing_required_key(tmp_path, small_csv):
