@@ -39,6 +39,7 @@ setup(
         "aiohttp",
         "prometheus-client",
         "rich",
+        "fastavro",  # Avro data (comes with apache-beam; imported directly)
     ],
     extras_require={
         "dev": [
