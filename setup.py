@@ -39,6 +39,8 @@ setup(
         "aiohttp",
         "prometheus-client",
         "rich",
+        "ruamel.yaml",  # `skewless loadtest --write-config` keeps the config's comments
+        "matplotlib",  # load test plots
     ],
     extras_require={
         "dev": [
@@ -51,7 +53,11 @@ setup(
             "nbformat",
             "ipykernel",
             "jupyterlab",
+            "fastapi",  # benchmarks/fastapi_peer.py
+            "uvicorn",
         ],
+        # GPU utilisation and memory in `skewless loadtest` (NVML; needs an NVIDIA driver).
+        "gpu": ["nvidia-ml-py"],
     },
     entry_points={"console_scripts": ["skewless=skewless.cli:main"]},
 )

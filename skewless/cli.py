@@ -26,10 +26,10 @@ def main() -> None:
 
 def _register() -> None:
     from skewless.pipeline import commands as pipeline_commands
-    from skewless.pipeline import deploy_commands
+    from skewless.pipeline import deploy_commands, loadtest_commands
     from skewless.serving import cli as serving_commands
 
-    for module in (pipeline_commands, deploy_commands, serving_commands):
+    for module in (pipeline_commands, deploy_commands, loadtest_commands, serving_commands):
         for command in module.COMMANDS:
             main.add_command(command)
 
