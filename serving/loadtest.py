@@ -296,10 +296,13 @@ def write_plot(path: Path, result: LoadTestResult, title: str) -> None:
     throughput_axis.set_ylim(bottom=0)
     if len(set(loads)) > 1 and min(loads) > 0 and max(loads) / min(loads) >= 8:
         throughput_axis.set_xscale("log", base=2)
+    throughput_axis.set_xticks(loads, [f"{x:g}" for x in loads])
+    throughput_axis.minorticks_off()
     latency_axis = throughput_axis.twinx()
     latency_axis.plot(loads, [math.nan if s.p99_ms is None else s.p99_ms for s in steps],
                       "s--", color="tab:red", label="p99")
-    latency_axis.axhline(result.slo["p99_ms"], color="tab:red", linestyle=":", linewidth=1)
+    latency_axis.axhline(result.slo["p99_ms"], color="tab:red", linestyle=":", linewidth=1,
+                         label=f"SLO p99 {result.slo['p99_ms']:g} ms")
     latency_axis.set_ylabel("p99 latency (ms)", color="tab:red")
     latency_axis.set_ylim(bottom=0)
     knee = result.knee_step
@@ -309,6 +312,10 @@ def write_plot(path: Path, result: LoadTestResult, title: str) -> None:
             f"knee: {knee.rows_per_second:,.0f} rows/s\np99 {knee.p99_ms:.0f} ms",
             xy=(knee.load, knee.rows_per_second), xytext=(8, -30),
             textcoords="offset points", fontsize=8)
+    handles = throughput_axis.get_legend_handles_labels()
+    more = latency_axis.get_legend_handles_labels()
+    throughput_axis.legend(handles[0] + more[0], handles[1] + more[1], loc="best",
+                           fontsize=8)
     throughput_axis.set_title(title, fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
