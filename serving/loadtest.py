@@ -356,10 +356,10 @@ def prepare_target(transport: str, host: str, port: int, model: str,
 
     batches = request_batches(rows, rows_per_request)
     if transport == "rest":
-        with RestClient(host, port, timeout=timeout, retries=1) as client:
-            client.predict(model, batches[0], signature_name=signature_name)
         path = f"/v1/models/{model}:predict"
         bodies = tuple(rest_body(batch, signature_name) for batch in batches)
+        with RestClient(host, port, timeout=timeout, retries=1) as client:
+            client.request("POST", path, json.loads(bodies[0]))
     else:
         with GrpcClient(host, port, timeout=timeout, retries=1) as client:
             client.predict(model, batches[0], signature_name=signature_name)
