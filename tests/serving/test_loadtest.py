@@ -139,6 +139,8 @@ def test_rest_ramp_writes_json_plot_replicas_and_a_config_that_deploys(
         assert 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"]
         assert s["server_cpu_cores"] > 0.01 and s["server_rss_mb"] > 50  # TensorFlow is loaded
         assert s["generator_cpu_cores"] > 0
+        if resources.gpu_monitor() is None:  # no NVML or no GPU: the GPU columns stay empty
+            assert s["gpu_utilization"] is None and s["gpu_memory_mb"] is None
     knee = steps[document["knee"]]
     recommendation = document["recommendation"]
     assert recommendation["replicas"] == math.ceil(500 / (knee["requests_per_second"] * 0.75))
