@@ -78,6 +78,12 @@ def _check_flags(flags: dict[str, Any]) -> None:
          "give --pid (a local server) or --prometheus-url (a remote one), not both"),
         (flags["write_config"] and flags["config_path"] is None,
          "--write-config needs --config: the file whose deployment section it updates"),
+        (flags["write_config"] and not flags["sweep_batching"] and flags["peak_qps"] is None,
+         "--write-config needs --peak-qps to size the replicas"),
+        (flags["write_config"] and not flags["sweep_batching"] and flags["autoscale_on"] == "cpu"
+         and flags["pid"] is None and flags["prometheus_url"] is None,
+         "--write-config with --autoscale-on cpu needs the server's CPU: give --pid or "
+         "--prometheus-url, or use --autoscale-on requests"),
         (flags["concurrency"] is not None and flags["rate"] is not None,
          "give --concurrency (closed loop) or --rate (open loop), not both"),
         (flags["sweep_batching"] and not flags["model_base_path"],

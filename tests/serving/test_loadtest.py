@@ -227,6 +227,9 @@ def test_batching_sweep_recommends_parameters_that_serve_loads(
         (["--concurrency", "one"], "--concurrency: expected comma-separated numbers"),
         (["--concurrency", "1", "--rate", "5"], "give --concurrency (closed loop) or --rate"),
         (["--write-config"], "--write-config needs --config"),
+        (["--write-config", "--config", "{config}"], "--write-config needs --peak-qps"),
+        (["--write-config", "--config", "{config}", "--peak-qps", "10"],
+         "--write-config with --autoscale-on cpu needs the server's CPU: give --pid"),
         (["--sweep-batching"], "--sweep-batching starts its own servers"),
         (["--peak-qps", "-3"], "--peak-qps must be positive"),
         (["--pid", "999999999"], "--pid 999999999: no such local process"),
@@ -237,10 +240,14 @@ def test_batching_sweep_recommends_parameters_that_serve_loads(
          "--max-batch-sizes: expected comma-separated numbers"),
     ],
     ids=["headroom", "decreasing", "not-numbers", "both-modes", "write-no-config",
+         "write-no-peak", "write-cpu-unmeasured",
          "sweep-no-base", "peak", "pid", "unreachable", "prometheus", "sizes"],
 )
-def test_bad_flags_give_one_line_errors(rows_file, args, message):
+def test_bad_flags_give_one_line_errors(rows_file, config_copy, args, message):
+    before = config_copy.read_bytes()
+    args = [str(config_copy) if a == "{config}" else a for a in args]
     result = invoke("--model", "taxi", "--rows", str(rows_file), *args)
+    assert config_copy.read_bytes() == before
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], lines
