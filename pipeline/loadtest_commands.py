@@ -7,6 +7,7 @@ and `--write-config` goes through `config_writer`, which keeps the YAML's commen
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import asdict
@@ -300,6 +301,7 @@ def _sweep(flags, config, model: str, rows) -> None:
     from skewless.serving.batching_sweep import enqueued_batches, sweep_batching
     from skewless.serving.errors import ServingError
 
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # loader deprecation notes
     sizes = _int_list(flags["max_batch_sizes"], "--max-batch-sizes")
     timeouts = _sweep_timeouts(flags["batch_timeouts_micros"])
     base_path = flags["model_base_path"]
@@ -312,8 +314,8 @@ def _sweep(flags, config, model: str, rows) -> None:
                f"{slo.p99_ms:g} ms")
 
     def echo(phase: str, trial) -> None:
-        click.echo(f"{phase:<20} max_batch_size {trial.max_batch_size:>4} "
-                   f"batch_timeout_micros {trial.batch_timeout_micros:>6}: "
+        click.echo(f"[tuning {phase}] max_batch_size {trial.max_batch_size}, "
+                   f"batch_timeout_micros {trial.batch_timeout_micros}: "
                    f"{loadtest.format_step(trial.step)}")
 
     try:
