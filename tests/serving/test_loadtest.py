@@ -267,23 +267,7 @@ def test_bad_rows_give_one_line_errors(tmp_path, config_copy):
         assert result.exit_code == 1 and len(lines) == 1 and message in lines[0], lines
 
 
-def test_levels_and_process_metrics_parse():
+def test_levels_parse():
     assert loadtest.parse_levels("1,2.5,8", "--rate") == (1.0, 2.5, 8.0)
     with pytest.raises(ValueError, match="--rate: every level must be a positive number"):
         loadtest.parse_levels("0,1", "--rate")
-    text = ("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 12.5\n"
-            "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 1048576\n")
-    assert resources.parse_process_metrics(text) == (12.5, 1048576.0)
-    assert resources.parse_process_metrics("") == (None, None)
-
-
-def test_proc_monitor_sees_a_busy_process():
-    monitor = resources.ProcMonitor(os.getpid())
-    wall = time.monotonic()
-    monitor.start()
-    end = time.process_time() + 0.5
-    while time.process_time() < end:
-        pass
-    usage = monitor.stop()
-    cpu_seconds = usage.cpu_cores * (time.monotonic() - wall)
-    assert 0.4 < cpu_seconds < 0.8 and usage.rss_mb > 10
