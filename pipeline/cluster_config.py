@@ -15,6 +15,13 @@ from skewless.pipeline.sections import (
     Quantity,
     Section,
     Version,
+    text_matching,
+)
+
+MetricName = text_matching(
+    r"[A-Za-z_][A-Za-z0-9_.:-]*",
+    "a metric name such as tensorflow_serving_requests_per_second (letters, digits, '_', '.', "
+    "':' and '-')",
 )
 
 
@@ -115,7 +122,7 @@ class Replicas(Section):
     max: int = Field(default=4, ge=1)
     target_cpu_utilization: int | None = Field(default=70, gt=0, le=100)
     target_requests_per_second: float | None = Field(default=None, gt=0)
-    requests_metric: K8sName = "tensorflow-serving-requests-per-second"
+    requests_metric: MetricName = "tensorflow_serving_requests_per_second"
 
     @model_validator(mode="after")
     def _ordered(self) -> Replicas:

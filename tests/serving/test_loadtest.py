@@ -185,7 +185,7 @@ def test_grpc_open_loop_reads_the_server_from_prometheus_and_autoscales_on_reque
     assert spec["maxReplicas"] == recommendation["replicas"]
     [metric] = spec["metrics"]
     assert metric["type"] == "Pods"
-    assert metric["pods"]["metric"]["name"] == "tensorflow-serving-requests-per-second"
+    assert metric["pods"]["metric"]["name"] == "tensorflow_serving_requests_per_second"
     written = yaml.safe_load(config_copy.read_text())["deployment"]["replicas"]
     assert written["target_cpu_utilization"] is None
     assert written["target_requests_per_second"] == recommendation["target_requests_per_second"]
