@@ -140,11 +140,9 @@ def serve_has_workers() -> bool:
 
 def _example_model(folder: Path) -> None:
     """A taxi-like example model, for a checkout without a pushed model."""
-    sys.path.insert(0, str(REPO))
-    try:
-        from tests.serving import example_models  # after the fixture models left the package
-    except ImportError:
-        from skewless.serving import example_models
+    sys.path.insert(0, str(REPO))  # a test fixture (tests/serving/), not installed code
+    from tests.serving import example_models
+
     example_models.export_taxi_model(str(folder))
 
 

@@ -18,11 +18,11 @@ import kubernetes_validate
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import install_version
 
 from skewless.cli import main
 from skewless.serving import loadtest, resources
 from tests.conftest import TAXI_CONFIG
+from tests.serving.conftest import install_version
 
 ROWS = [
     {"trip_miles": 2.5, "fare": 9.25, "trip_start_hour": 19, "payment_type": "Credit Card",
