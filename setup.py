@@ -40,6 +40,8 @@ setup(
         "prometheus-client",
         "rich",
         "fastavro",  # Avro data (comes with apache-beam; imported directly)
+        "ruamel.yaml",  # `skewless loadtest --write-config` keeps the config's comments
+        "matplotlib",  # load test plots
     ],
     extras_require={
         "dev": [
@@ -52,7 +54,11 @@ setup(
             "nbformat",
             "ipykernel",
             "jupyterlab",
+            "fastapi",  # benchmarks/fastapi_peer.py
+            "uvicorn",
         ],
+        # GPU utilisation and memory in `skewless loadtest` (NVML; needs an NVIDIA driver).
+        "gpu": ["nvidia-ml-py"],
     },
     entry_points={"console_scripts": ["skewless=skewless.cli:main"]},
 )

@@ -1,153 +1,124 @@
-"""Serving benchmark: in-process signature vs. the served model over REST and gRPC.
+"""Serving benchmark: in-process signature, `skewless serve`, and a FastAPI peer, in one run.
 
-One run on one machine. The server runs in this process and the load generator in one child
-process (asyncio clients: aiohttp for REST, grpc.aio with pre-serialized requests for gRPC;
-``concurrency`` requests in flight, each sent as soon as the previous one answered), so both
-share the machine's cores as they would on a single host. The table reports the client's CPU so
-a saturated load generator shows; on 2 cores it stays under half a core. Prints a table and
-writes JSON.
+Cells, measured one after the other on the same machine:
+- in-process ``serving_default`` (``tf.saved_model.load``) at batch 1 and batch 64;
+- ``skewless serve`` with batching, over REST and over gRPC, single-row requests at concurrency 64
+  (and with ``--workers 2`` too when ``skewless serve`` has that flag);
+- the peer: a FastAPI + uvicorn app serving the same ``serving_default``
+  (``benchmarks/fastapi_peer.py``) with 1 and with 2 workers, over REST, same load.
 
-Batching parameters are what we would set for this model on a 2-core host: ``max_batch_size``
-128 and ``batch_timeout_micros`` 0 (a free batch thread runs whatever is queued, so a lone
-request waits for nothing), and one batch thread. The model call costs nearly the same for 1 or
-64 rows, and the Python front end needs the other core: measured at 64 concurrent single-row
-requests, two batch threads ran batches of 4-8 rows at 1,150-1,500 rows/s, one ran batches of
-8-10 rows at 1,250-2,000 rows/s.
+Every server runs as its own process, started by its own command line, so each cell pays the same
+process and socket costs. Load comes from ``skewless.serving.load_generator`` worker processes
+(asyncio, pre-encoded requests, closed loop) after a warm-up; their CPU is in the table, so a
+saturated load generator shows. Prints a Markdown table and writes JSON.
 
-    .venv/bin/python benchmarks/serving.py [--model_base_path DIR] [--duration 3]
+    .venv/bin/python benchmarks/serving.py [--model_base_path DIR] [--duration 10]
 
-Without ``--model_base_path`` it serves ``artifacts/serving/taxi`` when the pipeline has pushed
-a model there, else a taxi-like example model exported to a temporary folder.
+Without ``--model_base_path`` it serves ``artifacts/serving/taxi`` (``make demo`` pushes it).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import multiprocessing
 import os
 import platform
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# The example model is a test fixture (tests/serving/example_models.py), not installed code.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-PUSHED_MODEL = os.path.join("artifacts", "serving", "taxi")
-PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
-
-
-# -- load generator (child process; imports neither TensorFlow nor our package) -----------------
+REPO = Path(__file__).resolve().parent.parent
+PUSHED_MODEL = REPO / "artifacts" / "serving" / "taxi"
+BATCHING = {"max_batch_size": 128, "batch_timeout_micros": 0, "num_batch_threads": 1,
+            "max_enqueued_batches": 1000}
+CONCURRENCY = 64
 
 
-def _load_worker(transport: str, port: int, model: str, payload: bytes, concurrency: int,
-                 warmup: float, duration: float, results) -> None:
-    cpu = time.process_time()
-    outcome = asyncio.run(_drive(transport, port, model, payload, concurrency, warmup, duration))
-    outcome["client_cpu_s"] = time.process_time() - cpu
-    results.put(outcome)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-async def _drive(transport, port, model, payload, concurrency, warmup, duration):
-    latencies: list[float] = []
-    errors = 0
-    start_measure = time.perf_counter() + warmup
-    stop = start_measure + duration
-
-    if transport == "rest":
-        import aiohttp
-
-        url = f"http://127.0.0.1:{port}/v1/models/{model}:predict"
-        connector = aiohttp.TCPConnector(limit=concurrency)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            async def call() -> bool:
-                async with session.post(url, data=payload,
-                                        headers={"Content-Type": "application/json"}) as r:
-                    await r.read()
-                    return r.status == 200
-
-            await _run_workers(call, concurrency, start_measure, stop, latencies)
-    else:
-        import grpc
-
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            method = channel.unary_unary(PREDICT_METHOD)
-
-            async def call() -> bool:
-                try:
-                    await method(payload, timeout=30)
-                    return True
-                except grpc.aio.AioRpcError:
-                    return False
-
-            await _run_workers(call, concurrency, start_measure, stop, latencies)
-    errors = sum(1 for latency in latencies if latency < 0)
-    ok = [latency for latency in latencies if latency >= 0]
-    return {"latencies": ok, "errors": errors, "seconds": duration}
+@contextmanager
+def server_process(command: list[str], env: dict[str, str] | None = None):
+    """A server started by its command line, stopped with SIGTERM (SIGKILL after 20 s)."""
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.close()
 
 
-async def _run_workers(call, concurrency, start_measure, stop, latencies) -> None:
-    async def worker() -> None:
-        while True:
-            begin = time.perf_counter()
-            if begin >= stop:
-                return
-            ok = await call()
-            end = time.perf_counter()
-            if begin >= start_measure and end <= stop:
-                latencies.append(end - begin if ok else -1.0)
+def ready_target(process, transport: str, port: int, model: str, rows, timeout: float = 240):
+    """The encoded requests, once the server answers the first one."""
+    from skewless.serving.errors import ServingError
+    from skewless.serving.loadtest import prepare_target
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
-def run_load(transport: str, port: int, model: str, payload: bytes, concurrency: int,
-             warmup: float, duration: float) -> dict[str, Any]:
-    """Runs one load cell in a child process and returns its latencies."""
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    process = context.Process(target=_load_worker, args=(
-        transport, port, model, payload, concurrency, warmup, duration, results))
-    process.start()
-    outcome = results.get(timeout=warmup + duration + 120)
-    process.join(30)
-    return outcome
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {process.args}")
+        try:
+            return prepare_target(transport, "127.0.0.1", port, model, rows, timeout=30)
+        except ServingError as error:
+            if error.code.name != "UNAVAILABLE" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
-# -- measurements --------------------------------------------------------------------------------
+def measure(target, duration: float, warmup: float, processes: int) -> dict[str, Any]:
+    """One closed-loop cell at CONCURRENCY, after a warm-up."""
+    from skewless.serving.load_generator import WorkerPool
+    from skewless.serving.loadtest import Ramp, Slo, summarize_step
+    from skewless.serving.resources import Usage
+
+    with WorkerPool(target, processes) as pool:
+        pool.run("concurrency", CONCURRENCY, warmup)
+        results = pool.run("concurrency", CONCURRENCY, duration)
+    step = summarize_step(CONCURRENCY, Ramp("concurrency", (CONCURRENCY,), duration), results,
+                          Usage(), Slo(p99_ms=1e9, max_error_rate=1.0))
+    return {"rows_per_s": step.rows_per_second, "p50_ms": step.p50_ms, "p90_ms": step.p90_ms,
+            "p99_ms": step.p99_ms, "errors": step.errors + step.timeouts,
+            "client_cpu_cores": step.generator_cpu_cores}
 
 
-def summarize(outcome: dict[str, Any], rows_per_request: int) -> dict[str, float]:
-    """Rows/s, requests/s and latency percentiles (ms) of one load cell."""
-    latencies = sorted(outcome["latencies"])
-    count = len(latencies)
-
-    def percentile(q: float) -> float:
-        return latencies[min(count - 1, int(q * count))] * 1e3 if count else float("nan")
-
-    return {
-        "requests_per_s": count / outcome["seconds"],
-        "rows_per_s": count * rows_per_request / outcome["seconds"],
-        "p50_ms": percentile(0.50),
-        "p99_ms": percentile(0.99),
-        "errors": outcome["errors"],
-        "requests": count,
-    }
-
-
-def in_process_rows_per_s(model_dir: str, columns_by_batch: dict[int, dict], seconds: float):
-    """Rows/s of ``serving_default`` called in-process (tf.saved_model.load), per batch size."""
+def in_process_rows_per_s(model_dir: str, rows: list[dict], seconds: float):
+    """Rows/s of ``serving_default`` called in this process at batch 1 and 64; its inputs."""
+    import numpy as np
     import tensorflow as tf
 
     signature = tf.saved_model.load(model_dir).signatures["serving_default"]
+    specs = signature.structured_input_signature[1]
     rates = {}
-    for batch, columns in columns_by_batch.items():
-        feed = {k: tf.constant(v) for k, v in columns.items()}
+    for batch in (1, 64):
+        chunk = [rows[i % len(rows)] for i in range(batch)]
+        feed = {}
+        for name, spec in specs.items():
+            values = [row[name] for row in chunk]
+            if spec.dtype == tf.string:
+                feed[name] = tf.constant(np.array([str(v).encode() for v in values],
+                                                  dtype=object))
+            else:
+                feed[name] = tf.constant(values, dtype=spec.dtype)
         for _ in range(20):
             signature(**feed)
         calls, start = 0, time.perf_counter()
@@ -155,112 +126,100 @@ def in_process_rows_per_s(model_dir: str, columns_by_batch: dict[int, dict], sec
             signature(**feed)
             calls += 1
         rates[batch] = calls * batch / (time.perf_counter() - start)
-    return rates
+    return rates, sorted(specs)
 
 
-def synthetic_rows(signature_inputs: dict[str, Any], count: int) -> list[dict[str, Any]]:
-    """Rows for a model whose features we do not know: one plausible value per dtype."""
-    value = {"DT_FLOAT": 1.5, "DT_DOUBLE": 1.5, "DT_INT64": 3, "DT_INT32": 3,
-             "DT_STRING": "Cash"}
-    return [{name: value.get(info["dtype"], 1) for name, info in signature_inputs.items()}
-            for _ in range(count)]
+def serve_has_workers() -> bool:
+    """Whether this checkout's ``skewless serve`` has ``--workers``."""
+    from click.testing import CliRunner
+
+    from skewless.cli import main
+
+    return "--workers" in CliRunner().invoke(main, ["serve", "--help"]).output
+
+
+def _example_model(folder: Path) -> None:
+    """A taxi-like example model, for a checkout without a pushed model."""
+    sys.path.insert(0, str(REPO))  # a test fixture (tests/serving/), not installed code
+    from tests.serving import example_models
+
+    example_models.export_taxi_model(str(folder))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model_base_path", default="")
     parser.add_argument("--model_name", default="taxi")
-    parser.add_argument("--duration", type=float, default=3.0, help="Seconds per cell.")
-    parser.add_argument("--warmup", type=float, default=0.7, help="Seconds before each cell.")
-    parser.add_argument("--out", default=os.path.join("benchmarks", "results", "serving.json"))
+    parser.add_argument("--rows", default=str(REPO / "data" / "taxi" / "rows.json"))
+    parser.add_argument("--duration", type=float, default=10.0, help="Seconds per cell.")
+    parser.add_argument("--warmup", type=float, default=2.0, help="Seconds before each cell.")
+    parser.add_argument("--processes", type=int, default=1, help="Load generator processes.")
+    parser.add_argument("--example-model", action="store_true",
+                        help="Serve a taxi-like example model instead of a pushed one.")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "serving.json"))
     args = parser.parse_args(argv)
 
-    import logging
+    from skewless.serving import versions
+    from skewless.serving.demo import load_rows
 
-    from tensorflow_serving.apis import predict_pb2
+    base = Path(args.model_base_path or PUSHED_MODEL).resolve()
+    rows = load_rows(args.rows)
+    if args.example_model:
+        base = Path(tempfile.mkdtemp(prefix="skewless-bench-")) / args.model_name
+        _example_model(base / "1")
+    found = versions.find_versions(str(base))
+    if not found:
+        print(f"no model versions under {base}: run `make demo` first, or give "
+              f"--model_base_path or --example-model", file=sys.stderr)
+        return 2
+    model_dir = found[max(found)]
+    cells: list[dict[str, Any]] = []
 
-    from skewless.serving import config as config_lib
-    from skewless.serving import tensors, versions
-    from skewless.serving.client import RestClient
-    from skewless.serving.server import ModelServer, ServerOptions
-    from tests.serving import example_models
+    def record(cell: dict[str, Any]) -> None:
+        cells.append(cell)
+        print(_row(cell), file=sys.stderr, flush=True)
 
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    base = args.model_base_path
-    source = "given"
-    if not base:
-        if versions.find_versions(PUSHED_MODEL):
-            base, source = PUSHED_MODEL, "pushed by the pipeline"
-        else:
-            base = os.path.join(tempfile.mkdtemp(prefix="skewless-bench-"), "taxi")
-            example_models.export_taxi_model(os.path.join(base, "1"))
-            source = "example taxi-like model (no pushed model found)"
-    model_dir = versions.find_versions(base)[max(versions.find_versions(base))]
+    rates, inputs = in_process_rows_per_s(model_dir, rows, args.duration)
+    rows = [{name: row[name] for name in inputs} for row in rows]  # the signature's features
+    for batch, rate in rates.items():
+        record({"server": "in-process serving_default", "transport": "-", "processes": 1,
+                "rows_per_request": batch, "concurrency": 1, "rows_per_s": rate})
 
-    batching = config_lib.BatchingConfig(max_batch_size=128, batch_timeout_micros=0,
-                                         max_enqueued_batches=1000, num_batch_threads=1)
-    cells = [(c, 1) for c in (1, 16, 64)] + [(4, 64)]
-    results: dict[str, Any] = {"cells": []}
-    rows_for_batch: dict[int, list[dict]] = {}
-    for enable_batching in (False, True):
-        options = ServerOptions(
-            models=config_lib.single_model_config(args.model_name, base), port=0,
-            rest_api_port=0, file_system_poll_wait_seconds=0,
-            batching=batching if enable_batching else None,
-        )
-        with ModelServer(options) as server:
-            if not rows_for_batch:
-                with RestClient(port=server.rest_port) as client:
-                    metadata = client.metadata(args.model_name)
-                inputs = metadata["metadata"]["signature_def"]["signature_def"][
-                    "serving_default"]["inputs"]
-                if set(inputs) == set(example_models.TAXI_FEATURES):
-                    rows_for_batch = {n: example_models.taxi_rows(n, seed=n) for n in (1, 64)}
-                else:
-                    rows_for_batch = {n: synthetic_rows(inputs, n) for n in (1, 64)}
-                dtypes = {name: info["dtype"] for name, info in inputs.items()}
-            for concurrency, rows_per_request in cells:
-                rows = rows_for_batch[rows_per_request]
-                for transport in ("rest", "grpc"):
-                    if transport == "rest":
-                        payload = json.dumps({"instances": rows}).encode()
-                        port = server.rest_port
-                    else:
-                        request = predict_pb2.PredictRequest()
-                        request.model_spec.name = args.model_name
-                        for name, array in _columns(rows, dtypes).items():
-                            request.inputs[name].CopyFrom(tensors.to_tensor_proto(array))
-                        payload = request.SerializeToString()
-                        port = server.grpc_port
-                    batches_before = _batch_totals(server)
-                    outcome = run_load(transport, port, args.model_name, payload, concurrency,
-                                       args.warmup, args.duration)
-                    batches, rows_batched = (
-                        after - before
-                        for after, before in zip(_batch_totals(server), batches_before,
-                                                 strict=True))
-                    cell = {"transport": transport, "batching": enable_batching,
-                            "concurrency": concurrency, "rows_per_request": rows_per_request,
-                            **summarize(outcome, rows_per_request),
-                            "client_cpu_cores": outcome["client_cpu_s"] / (
-                                args.warmup + args.duration),
-                            "mean_batch_rows": rows_batched / batches if batches else None}
-                    results["cells"].append(cell)
-                    print(_row(cell), file=sys.stderr, flush=True)
+    batching_file = Path(tempfile.mkdtemp(prefix="skewless-bench-")) / "batching.txt"
+    batching_file.write_text("".join(f"{k} {{ value: {v} }}\n" for k, v in BATCHING.items()))
+    worker_counts = [1, 2] if serve_has_workers() else [1]
+    for workers in worker_counts:
+        grpc_port, rest_port = free_port(), free_port()
+        command = [sys.executable, "-m", "skewless", "serve", f"--port={grpc_port}",
+                   f"--rest_api_port={rest_port}", f"--model_name={args.model_name}",
+                   f"--model_base_path={base}", f"--batching_parameters_file={batching_file}"]
+        if workers > 1:
+            command.append(f"--workers={workers}")
+        with server_process(command) as process:
+            for transport, port in (("rest", rest_port), ("grpc", grpc_port)):
+                target = ready_target(process, transport, port, args.model_name, rows)
+                record({"server": "skewless serve (batching)", "transport": transport,
+                        "processes": workers, "rows_per_request": 1,
+                        "concurrency": CONCURRENCY,
+                        **measure(target, args.duration, args.warmup, args.processes)})
 
-    columns_by_batch = {n: _columns(rows_for_batch[n], dtypes) for n in (1, 64)}
-    rates = in_process_rows_per_s(model_dir, columns_by_batch, args.duration)
-    results.update(
-        model=model_dir, model_source=source, cpus=os.cpu_count(),
-        machine=f"{platform.system()} {platform.machine()} {platform.python_version()}",
-        in_process_rows_per_s={str(k): v for k, v in rates.items()},
-        batching_parameters={"max_batch_size": batching.max_batch_size,
-                             "batch_timeout_micros": batching.batch_timeout_micros,
-                             "num_batch_threads": batching.num_batch_threads,
-                             "max_enqueued_batches": batching.max_enqueued_batches},
-        duration_s=args.duration,
-    )
-    results["targets"] = targets(results["cells"], rates)
+    for workers in (1, 2):
+        port = free_port()
+        command = [sys.executable, "-m", "uvicorn", "benchmarks.fastapi_peer:app",
+                   "--host", "127.0.0.1", f"--port={port}", f"--workers={workers}",
+                   "--log-level=warning", "--no-access-log"]
+        env = {"PEER_MODEL_DIR": model_dir, "PEER_MODEL_NAME": args.model_name}
+        with server_process(command, env) as process:
+            target = ready_target(process, "rest", port, args.model_name, rows)
+            record({"server": "FastAPI + uvicorn", "transport": "rest", "processes": workers,
+                    "rows_per_request": 1, "concurrency": CONCURRENCY,
+                    **measure(target, args.duration, args.warmup, args.processes)})
+
+    results = {
+        "model": model_dir, "cpus": os.cpu_count(), "duration_s": args.duration,
+        "machine": f"{platform.system()} {platform.machine()} {platform.python_version()}",
+        "batching_parameters": BATCHING, "cells": cells, "comparisons": comparisons(cells),
+    }
     print(render(results))
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as handle:
@@ -269,57 +228,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _batch_totals(server) -> tuple[float, float]:
-    """Batches run and rows in them so far, from the server's input batch size histogram."""
-    count = total = 0.0
-    for metric in server.metrics.input_batch_size.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_count"):
-                count += sample.value
-            elif sample.name.endswith("_sum"):
-                total += sample.value
-    return count, total
+def _find(cells, server: str, transport: str, processes: int) -> dict | None:
+    return next((c for c in cells if c["server"].startswith(server)
+                 and c["transport"] == transport and c["processes"] == processes), None)
 
 
-def _columns(rows: list[dict], dtypes: dict[str, str]):
-    import numpy as np
-
-    columns = {}
-    for name, dtype in dtypes.items():
-        values = [row[name] for row in rows]
-        if dtype == "DT_STRING":
-            array = np.empty(len(values), dtype=object)
-            array[:] = [v.encode() for v in values]
-        else:
-            array = np.asarray(values, dtype={"DT_FLOAT": np.float32, "DT_DOUBLE": np.float64,
-                                              "DT_INT32": np.int32}.get(dtype, np.int64))
-        columns[name] = array
-    return columns
-
-
-def _find(cells, transport, batching, concurrency, rows):
-    return next(c for c in cells if (c["transport"], c["batching"], c["concurrency"],
-                                     c["rows_per_request"]) == (transport, batching,
-                                                                concurrency, rows))
-
-
-def targets(cells: list[dict], rates: dict[int, float]) -> list[dict]:
+def comparisons(cells: list[dict]) -> list[dict]:
     """The issue's targets, as ratios within this run."""
+    batch_1 = next(c for c in cells if c["server"].startswith("in-process")
+                   and c["rows_per_request"] == 1)
     checks = []
-    for transport in ("rest", "grpc"):
-        cell = _find(cells, transport, True, 64, 1)
-        checks.append({"target": f"{transport} 1-row c64 batching >= 3x in-process batch-1",
-                       "value": cell["rows_per_s"] / rates[1], "threshold": 3.0})
-    for transport, share in (("grpc", 0.6), ("rest", 0.4)):
-        best = max(_find(cells, transport, b, 4, 64)["rows_per_s"] for b in (False, True))
-        checks.append({"target": f"{transport} 64-row c4 >= {share:.0%} of in-process batch-64",
-                       "value": best / rates[64], "threshold": share})
-    for transport in ("rest", "grpc"):
-        for batching in (False, True):
-            cell = _find(cells, transport, batching, 16, 1)
-            checks.append({"target": f"{transport} 1-row c16 batching={'on' if batching else 'off'}"
-                                     " p99 <= 25 ms",
-                           "value": cell["p99_ms"], "threshold": 25.0, "at_most": True})
+    for processes in (1, 2):
+        peer = _find(cells, "FastAPI", "rest", processes)
+        for transport in ("rest", "grpc"):
+            cell = _find(cells, "skewless", transport, processes)
+            if cell is None:
+                continue
+            checks.append({"target": f"skewless {transport} ({processes} proc) >= 3x in-process "
+                                     "batch-1 rows/s",
+                           "value": cell["rows_per_s"] / batch_1["rows_per_s"], "threshold": 3.0})
+            checks.append({"target": f"skewless {transport} ({processes} proc) p99 <= 50 ms",
+                           "value": cell["p99_ms"], "threshold": 50.0, "at_most": True})
+            if peer is not None:
+                checks.append({"target": f"skewless {transport} >= 3x FastAPI rows/s "
+                                         f"({processes} proc each)",
+                               "value": cell["rows_per_s"] / peer["rows_per_s"],
+                               "threshold": 3.0})
+                checks.append({"target": f"skewless {transport} p99 below FastAPI's "
+                                         f"({processes} proc each)",
+                               "value": cell["p99_ms"] / peer["p99_ms"], "threshold": 1.0,
+                               "at_most": True, "ratio": True})
     for check in checks:
         at_most = check.get("at_most", False)
         check["met"] = (check["value"] <= check["threshold"] if at_most
@@ -327,34 +265,32 @@ def targets(cells: list[dict], rates: dict[int, float]) -> list[dict]:
     return checks
 
 
+def _number(value, digits: int = 1) -> str:
+    return "" if value is None else f"{value:,.{digits}f}"
+
+
 def _row(cell: dict) -> str:
-    batch = cell.get("mean_batch_rows")
-    return (f"| {cell['transport']:<4} | {'on' if cell['batching'] else 'off':<8} | "
-            f"{cell['concurrency']:>11} | {cell['rows_per_request']:>8} | "
-            f"{cell['rows_per_s']:>9,.0f} | {cell['p50_ms']:>7.2f} | {cell['p99_ms']:>7.2f} | "
-            f"{cell['errors']:>6} | {'-' if batch is None else f'{batch:.1f}':>10} | "
-            f"{cell.get('client_cpu_cores', float('nan')):>10.2f} |")
+    return (f"| {cell['server']} | {cell['transport']} | {cell['processes']} | "
+            f"{cell['concurrency']} | {cell['rows_per_request']} | "
+            f"{_number(cell['rows_per_s'], 0)} | {_number(cell.get('p50_ms'))} | "
+            f"{_number(cell.get('p99_ms'))} | {cell.get('errors', '')} | "
+            f"{_number(cell.get('client_cpu_cores'), 2)} |")
 
 
 def render(results: dict) -> str:
-    """The Markdown table of a run."""
-    rates = results["in_process_rows_per_s"]
+    """The Markdown tables of a run."""
     lines = [
-        f"Model: {results['model']} ({results['model_source']}); {results['cpus']} CPUs; "
-        f"{results['duration_s']:.0f} s per cell; batching: {results['batching_parameters']}; "
-        "load: one client process (asyncio), `concurrency` requests in flight",
+        f"Model: {results['model']}; {results['cpus']} CPUs; {results['duration_s']:g} s per "
+        f"cell; skewless batching: {results['batching_parameters']}",
         "",
-        "| path | batching | concurrency | rows/req | rows/s | p50 ms | p99 ms | errors "
-        "| mean batch | client CPU |",
-        "|------|----------|-------------|----------|--------|--------|--------|--------"
-        "|------------|------------|",
-        f"| in-process serving_default | - | 1 | 1 | {rates['1']:,.0f} | | | | | |",
-        f"| in-process serving_default | - | 1 | 64 | {rates['64']:,.0f} | | | | | |",
+        "| server | transport | processes | concurrency | rows/req | rows/s | p50 ms | p99 ms "
+        "| errors | client CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *(_row(cell) for cell in results["cells"]),
+        "", "| target | measured | met |", "|---|---|---|",
     ]
-    lines += [_row(cell) for cell in results["cells"]]
-    lines += ["", "| target | measured | met |", "|---|---|---|"]
-    for check in results["targets"]:
-        unit = " ms" if check.get("at_most") else "x"
+    for check in results["comparisons"]:
+        unit = " ms" if check.get("at_most") and not check.get("ratio") else "x"
         lines.append(f"| {check['target']} | {check['value']:.2f}{unit} | "
                      f"{'yes' if check['met'] else 'NO'} |")
     return "\n".join(lines)

@@ -15,6 +15,13 @@ from skewless.pipeline.sections import (
     Quantity,
     Section,
     Version,
+    text_matching,
+)
+
+MetricName = text_matching(
+    r"[A-Za-z_][A-Za-z0-9_.:-]*",
+    "a metric name such as tensorflow_serving_requests_per_second (letters, digits, '_', '.', "
+    "':' and '-')",
 )
 
 
@@ -104,14 +111,26 @@ class ServingProfile(Section):
 
 
 class Replicas(Section):
+    """The HorizontalPodAutoscaler: replica bounds and the targets it scales at.
+
+    `skewless loadtest --write-config` sets these from a measured capacity: a CPU target the
+    server can reach, or a requests-per-second target on a metric that the Prometheus adapter
+    serves as a custom pods metric (`requests_metric`).
+    """
+
     min: int = Field(default=1, ge=1)
     max: int = Field(default=4, ge=1)
-    target_cpu_utilization: int = Field(default=70, gt=0, le=100)
+    target_cpu_utilization: int | None = Field(default=70, gt=0, le=100)
+    target_requests_per_second: float | None = Field(default=None, gt=0)
+    requests_metric: MetricName = "tensorflow_serving_requests_per_second"
 
     @model_validator(mode="after")
     def _ordered(self) -> Replicas:
         if self.max < self.min:
             raise ValueError(f"max: {self.max} is below min ({self.min})")
+        if self.target_cpu_utilization is None and self.target_requests_per_second is None:
+            raise ValueError("give target_cpu_utilization or target_requests_per_second: the "
+                             "autoscaler needs a target")
         return self
 
 

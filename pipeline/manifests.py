@@ -257,20 +257,40 @@ def _autoscaler(config: PipelineConfig) -> dict:
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": replicas.min,
             "maxReplicas": replicas.max,
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "target": {
-                            "type": "Utilization",
-                            "averageUtilization": replicas.target_cpu_utilization,
-                        },
-                    },
-                }
-            ],
+            "metrics": _autoscaler_metrics(replicas),
         },
     }
+
+
+def _quantity(value: float) -> str:
+    """A Kubernetes quantity: whole numbers as they are, fractions in thousandths."""
+    return str(int(value)) if float(value).is_integer() else f"{round(value * 1000)}m"
+
+
+def _autoscaler_metrics(replicas) -> list[dict]:
+    """CPU utilisation, and requests per second per pod through the Prometheus adapter."""
+    metrics = []
+    if replicas.target_cpu_utilization is not None:
+        metrics.append({
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {
+                    "type": "Utilization",
+                    "averageUtilization": replicas.target_cpu_utilization,
+                },
+            },
+        })
+    if replicas.target_requests_per_second is not None:
+        metrics.append({
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": replicas.requests_metric},
+                "target": {"type": "AverageValue",
+                           "averageValue": _quantity(replicas.target_requests_per_second)},
+            },
+        })
+    return metrics
 
 
 def _claim(config: PipelineConfig) -> dict:

@@ -414,6 +414,24 @@ class GrpcClient:
         Raises:
             ServingError: The server's error.
         """
+        response = self.call(self._prediction.Predict, self.predict_request(
+            model, rows, version=version, label=label, signature_name=signature_name))
+        return {a: tensors.to_ndarray(proto, a) for a, proto in response.outputs.items()}
+
+    def predict_request(
+        self,
+        model: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature_name: str = "",
+    ) -> predict_pb2.PredictRequest:
+        """The PredictRequest :meth:`predict` sends (values cast to the signature's dtypes).
+
+        Raises:
+            ServingError: The metadata request failed or the signature does not exist.
+        """
         dtypes, _ = self._signature(model, version, label, signature_name)
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec, model, version, label, signature_name)
@@ -425,8 +443,7 @@ class GrpcClient:
             else:
                 array = np.asarray(values, dtype=dtype)
             request.inputs[name].CopyFrom(tensors.to_tensor_proto(array))
-        response = self.call(self._prediction.Predict, request)
-        return {a: tensors.to_ndarray(proto, a) for a, proto in response.outputs.items()}
+        return request
 
     def close(self) -> None:
         """Closes the channel."""

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -32,6 +38,10 @@ class ServingMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        if registry is None:
+            # process_cpu_seconds_total and process_resident_memory_bytes: what a remote
+            # `skewless loadtest --prometheus-url` reads the server's CPU and RSS from.
+            ProcessCollector(registry=self.registry)
         self.request_count = Counter(
             ":tensorflow:serving:request_count",
             "The total number of requests.",

@@ -286,3 +286,33 @@ def test_served_real_model_matches_in_process_over_rest_and_grpc(first_run, conf
     np.testing.assert_allclose(without_rest, expected_without, atol=1e-6)
     np.testing.assert_allclose(without_grpc, expected_without, atol=1e-6)
     assert not np.allclose(expected_without, expected)  # the omitted features mattered
+
+
+def test_loadtest_sends_the_eval_split_to_the_pushed_model(first_run, config, config_path,
+                                                           tmp_path):
+    """`skewless loadtest --config`: rows from the last run's eval split, served without error."""
+    import json
+
+    from click.testing import CliRunner
+
+    from skewless.cli import main
+    from skewless.pipeline.eval_rows import eval_rows
+    from skewless.serving.config import BatchingConfig, single_model_config
+    from skewless.serving.server import ModelServer, ServerOptions
+
+    rows = eval_rows(config, limit=20)
+    assert len(rows) == 20 and all(set(r) == set(config.features.raw_names) for r in rows)
+    server = ModelServer(ServerOptions(
+        models=single_model_config(config.serving.model_name, str(config.model_push_dir)),
+        port=0, rest_api_port=0, batching=BatchingConfig(max_batch_size=16),
+    )).start()
+    try:
+        result = CliRunner().invoke(main, [
+            "loadtest", "--config", str(config_path), "--port", str(server.rest_port),
+            "--concurrency", "2", "--step-seconds", "1", "--slo-p99-ms", "5000",
+            "--processes", "1", "--output-dir", str(tmp_path)], catch_exceptions=False)
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.output
+    [step] = json.loads((tmp_path / "loadtest.json").read_text())["steps"]
+    assert step["requests"] > 0 and step["errors"] == 0 and step["rows_per_second"] > 0
