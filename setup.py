@@ -39,6 +39,7 @@ setup(
         "aiohttp",
         "prometheus-client",
         "rich",
+        "matplotlib",
     ],
     extras_require={
         "dev": [
