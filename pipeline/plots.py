@@ -128,7 +128,8 @@ def training_curves(history: Mapping[str, Sequence[float]], metric: str) -> Pict
                         color=_color(split))
         ax.set_xlabel("epoch")
         ax.set_title(name)
-        ax.legend(fontsize=8)
+        if ax.get_lines():
+            ax.legend(fontsize=8)
     return picture
 
 

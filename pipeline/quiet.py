@@ -22,8 +22,23 @@ NOISY_LOGGERS = ("absl", "tensorflow", "apache_beam", "tfx", "ml_metadata", "roo
 QUIET_WARNINGS = (
     (FutureWarning, r"(google|tensorflow|tfx|apache_beam|tensorflow_\w+)(\.|$)"),
     (DeprecationWarning, r"(google|tensorflow|tfx|apache_beam|tensorflow_\w+|jupyter_client)"),
+    # TFMA divides by zero at thresholds where nothing is predicted positive; its results are
+    # right (NaN handled), the numpy warning is not for the user.
+    (RuntimeWarning, r"tensorflow_model_analysis\."),
 )
-_state = {"silenced": False}
+# Log lines of the stack's internals that a user can do nothing about.
+QUIET_LOG_LINES = (
+    "Examples artifact does not have payload_format custom property",  # TFX, legacy artifacts
+)
+
+
+class _KnownNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not any(line in message for line in QUIET_LOG_LINES)
+
+
+_known_noise = _KnownNoise()
 
 
 @contextlib.contextmanager
@@ -54,8 +69,9 @@ def silence() -> None:
 
     absl.logging.set_verbosity(absl.logging.WARNING)
     for name in NOISY_LOGGERS:
-        logging.getLogger(name if name != "root" else None).setLevel(logging.WARNING)
-    _state["silenced"] = True
+        logger = logging.getLogger(name if name != "root" else None)
+        logger.setLevel(logging.WARNING)
+        logger.addFilter(_known_noise)
 
 
 def verbose() -> None:
@@ -68,6 +84,7 @@ def verbose() -> None:
 
     absl.logging.set_verbosity(absl.logging.INFO)
     for name in NOISY_LOGGERS:
-        logging.getLogger(name if name != "root" else None).setLevel(logging.INFO)
+        logger = logging.getLogger(name if name != "root" else None)
+        logger.setLevel(logging.INFO)
+        logger.removeFilter(_known_noise)
     warnings.resetwarnings()
-    _state["silenced"] = False

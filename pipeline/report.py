@@ -100,6 +100,9 @@ def write_report(
     Raises:
         RunNotFound: the pipeline has no such run.
     """
+    if config.metadata.sqlite is not None and not config.metadata.sqlite.exists():
+        raise RunNotFound(f"no MLMD store at {config.metadata.sqlite}: "
+                          "run `skewless run --config ...` first")
     run = run_artifacts(connect(config), config.pipeline.name, run_id)
     path = output or report_path(config, run.run_id)
     write_text_atomically(path, render(config, run))

@@ -20,9 +20,13 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 from tensorflow_metadata.proto.v0 import statistics_pb2  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
+from tfx.dsl.components.base import base_component  # noqa: E402
+from tfx.orchestration import data_types, metadata  # noqa: E402
+from tfx.orchestration.experimental.interactive import execution_result  # noqa: E402
 from tfx.orchestration.experimental.interactive.interactive_context import (  # noqa: E402
     InteractiveContext,
 )
+from tfx.orchestration.launcher import in_process_component_launcher  # noqa: E402
 
 from skewless.pipeline import figures  # noqa: E402
 from skewless.pipeline.figures import read_examples  # noqa: E402
@@ -31,13 +35,62 @@ __all__ = ["interactive_context", "statistics_table", "read_examples", "raw_and_
            "request_rows", "training_history", "metrics_by_slice", "verbose"]
 
 
-def interactive_context(pipeline: tfx.dsl.Pipeline) -> InteractiveContext:
-    """An InteractiveContext on the pipeline's own root, MLMD store and Beam args."""
+class _OneEventPerInput(metadata.Metadata):
+    """TFX's legacy MLMD handler, recording an artifact that feeds two inputs as one event.
+
+    On a re-run, the cached Trainer's model is also the latest blessed model, so the Evaluator
+    gets one artifact as `model` and `baseline_model`. The legacy handler writes two INPUT
+    events for that pair, which MLMD refuses ("Given event already exists"; TFX then fails on
+    "Component run context already exists"). TFX's own orchestrator writes one event with both
+    keys in its path; so does this.
+    """
+
+    def _artifact_and_event_pairs(self, *args, **kwargs):
+        pairs = super()._artifact_and_event_pairs(*args, **kwargs)
+        merged, first = [], {}
+        for pair in pairs:
+            artifact_id = pair[0].id
+            if len(pair) == 2 and artifact_id and artifact_id in first:
+                first[artifact_id][1].path.steps.extend(pair[1].path.steps)
+                continue
+            if len(pair) == 2 and artifact_id:
+                first[artifact_id] = pair
+            merged.append(pair)
+        return merged
+
+
+class RerunnableContext(InteractiveContext):
+    """An InteractiveContext that runs any number of times on the same MLMD store."""
+
+    def run(self, component, enable_cache: bool = True, beam_pipeline_args=None):
+        """Runs one component (as `InteractiveContext.run`), each run its own MLMD run."""
+        pipeline_info = data_types.PipelineInfo(
+            pipeline_name=self.pipeline_name, pipeline_root=self.pipeline_root,
+            run_id=datetime.datetime.now().isoformat())
+        for name, output in component.outputs.items():
+            for artifact in output.get():
+                artifact.pipeline_name = self.pipeline_name
+                artifact.producer_component = component.id
+                artifact.name = name
+        if isinstance(component, base_component.BaseComponent):
+            component._resolve_pip_dependencies(self.pipeline_root)  # as InteractiveContext
+        launcher = in_process_component_launcher.InProcessComponentLauncher.create(
+            component, pipeline_info,
+            data_types.DriverArgs(enable_cache=enable_cache, interactive_resolution=True),
+            _OneEventPerInput(self.metadata_connection_config),
+            list(beam_pipeline_args or self.beam_pipeline_args), {})
+        return execution_result.ExecutionResult(
+            component=component, execution_id=launcher.launch().execution_id)
+
+
+def interactive_context(pipeline: tfx.dsl.Pipeline) -> RerunnableContext:
+    """An InteractiveContext on the pipeline's own root, MLMD store and Beam args, that can be
+    run again on the same store (Restart & Run All, with `skewless run` in between)."""
     sqlite = pipeline.metadata_connection_config.sqlite.filename_uri
     if sqlite:
         os.makedirs(os.path.dirname(sqlite), exist_ok=True)
     os.makedirs(pipeline.pipeline_info.pipeline_root, exist_ok=True)
-    return InteractiveContext(
+    return RerunnableContext(
         pipeline_name=pipeline.pipeline_info.pipeline_name,
         pipeline_root=pipeline.pipeline_info.pipeline_root,
         metadata_connection_config=pipeline.metadata_connection_config,
