@@ -24,10 +24,10 @@ from skewless.transforms.training import HISTORY_FILE
 
 PLOTS_FILE_PREFIX = "plots"
 SPLITS = ("train", "eval")
-# The TFMA plots that `build.plot_metrics` asks for.
-CONFUSION_MATRIX_PLOT = "confusion_matrix_plot"
-CALIBRATION_PLOT = "calibration_plot"
-MULTI_CLASS_CONFUSION_MATRIX_PLOT = "multi_class_confusion_matrix_plot"
+# The PlotData fields of the TFMA plots that `build.plot_metrics` asks for.
+CONFUSION_MATRIX_PLOT = "confusion_matrix_at_thresholds"
+CALIBRATION_PLOT = "calibration_histogram_buckets"
+MULTI_CLASS_CONFUSION_MATRIX_PLOT = "multi_class_confusion_matrix_at_thresholds"
 
 
 def read_examples(examples_uri: str, split: str = "eval", limit: int = 5) -> list[bytes]:
@@ -119,17 +119,17 @@ def training_figure(model_run_uri: str, task: Task) -> plots.Picture:
 # Evaluation ------------------------------------------------------------------------------------
 
 
-def overall_plots(evaluation_uri: str) -> dict[str, metrics_for_slice_pb2.PlotData]:
-    """The candidate model's TFMA plots on the whole eval set, by plot name."""
+def overall_plots(evaluation_uri: str) -> metrics_for_slice_pb2.PlotData:
+    """The candidate model's TFMA plots on the whole eval set (one PlotData, a field per plot)."""
     files = tf.io.gfile.glob(os.path.join(evaluation_uri, PLOTS_FILE_PREFIX + "*"))
-    found = {}
+    found = metrics_for_slice_pb2.PlotData()
     for record in tf.data.TFRecordDataset(files):
         plots_for_slice = metrics_for_slice_pb2.PlotsForSlice.FromString(record.numpy())
         if plots_for_slice.slice_key.single_slice_keys:
             continue
         for item in plots_for_slice.plot_keys_and_values:
             if item.key.model_name != "baseline":
-                found[item.key.name] = item.value
+                found.MergeFrom(item.value)
     return found
 
 
@@ -206,15 +206,13 @@ def evaluation_figure(
     found = overall_plots(evaluation_uri)
     needed = {BinaryTask: (CONFUSION_MATRIX_PLOT, CALIBRATION_PLOT),
               MulticlassTask: (MULTI_CLASS_CONFUSION_MATRIX_PLOT,)}[type(task)]
-    absent = [name for name in needed if name not in found]
+    absent = [name for name in needed if not found.HasField(name)]
     if absent:
         raise ValueError(f"the evaluation at {evaluation_uri} has no {', '.join(absent)}; "
                          "it was made before the eval config asked for these plots")
     if isinstance(task, BinaryTask):
-        return plots.binary_evaluation(threshold_curve(found[CONFUSION_MATRIX_PLOT]),
-                                       calibration_buckets(found[CALIBRATION_PLOT]))
-    matrix = class_matrix(found[MULTI_CLASS_CONFUSION_MATRIX_PLOT], len(task.classes))
-    return plots.confusion_matrix(matrix, task.classes)
+        return plots.binary_evaluation(threshold_curve(found), calibration_buckets(found))
+    return plots.confusion_matrix(class_matrix(found, len(task.classes)), task.classes)
 
 
 def _slice_name(slice_key) -> str:

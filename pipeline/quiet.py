@@ -26,16 +26,23 @@ QUIET_WARNINGS = (
     # right (NaN handled), the numpy warning is not for the user.
     (RuntimeWarning, r"tensorflow_model_analysis\."),
 )
-# Log lines of the stack's internals that a user can do nothing about.
-QUIET_LOG_LINES = (
-    "Examples artifact does not have payload_format custom property",  # TFX, legacy artifacts
-)
+# Log lines of the stack's internals that a user can do nothing about, by the logger that logs
+# them (a logger's filters do not see its children's records).
+QUIET_LOG_LINES = {
+    "absl": ("Examples artifact does not have payload_format custom property",  # TFX legacy
+             "Fail to find plots for model name"),  # TFMA's widget, with a baseline model
+    "tensorflow": ("SavedModel saved prior to TF 2.5 detected",  # TFMA loads a non-Keras model
+                   "is deprecated and will be removed"),  # deprecations inside TFMA and TFX
+    "apache_beam.runners.interactive.interactive_environment": (
+        "Dependencies required for Interactive Beam",),  # Beam notices IPython
+    "apache_beam.io.tfrecordio": ("Couldn't find python-snappy",),  # pure-Python checksums
+}
 
 
 class _KnownNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.msg)
-        return not any(line in message for line in QUIET_LOG_LINES)
+        message = record.getMessage()
+        return not any(line in message for line in QUIET_LOG_LINES.get(record.name, ()))
 
 
 _known_noise = _KnownNoise()
@@ -71,7 +78,8 @@ def silence() -> None:
     for name in NOISY_LOGGERS:
         logger = logging.getLogger(name if name != "root" else None)
         logger.setLevel(logging.WARNING)
-        logger.addFilter(_known_noise)
+    for name in QUIET_LOG_LINES:
+        logging.getLogger(name).addFilter(_known_noise)
 
 
 def verbose() -> None:
@@ -86,5 +94,6 @@ def verbose() -> None:
     for name in NOISY_LOGGERS:
         logger = logging.getLogger(name if name != "root" else None)
         logger.setLevel(logging.INFO)
-        logger.removeFilter(_known_noise)
+    for name in QUIET_LOG_LINES:
+        logging.getLogger(name).removeFilter(_known_noise)
     warnings.resetwarnings()
