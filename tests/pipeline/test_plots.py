@@ -101,3 +101,23 @@ def test_metrics_by_slice_draws_a_bar_per_slice_and_the_threshold():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["Overall", "payment_type=Cash"]
     [bound] = ax.get_lines()
     assert list(bound.get_xdata()) == [0.75, 0.75] and bound.get_label() == "lower bound 0.75"
+
+
+def test_regression_figures_on_the_bundled_diabetes_labels():
+    """The diabetes target (25 to 346) against a rough prediction: axes span the real range."""
+    import csv
+
+    from tests.conftest import REPO
+
+    with (REPO / "data" / "diabetes" / "data.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["progression"] and r["bmi"]]
+    actual = np.array([float(r["progression"]) for r in rows])
+    bmi = np.array([float(r["bmi"]) for r in rows])
+    slope, intercept = np.polyfit(bmi, actual, 1)
+    predicted = slope * bmi + intercept
+    versus, residuals = _visible(plots.regression_evaluation(predicted, actual))
+    assert len(versus.collections[0].get_offsets()) == len(rows) > 400
+    low, high = versus.get_xlim()
+    assert low <= actual.min() and high >= actual.max()
+    np.testing.assert_allclose(residuals.collections[0].get_offsets()[:, 1], actual - predicted)
+    assert abs(np.mean(actual - predicted)) < 1e-6  # a least-squares fit: residuals centre on 0
