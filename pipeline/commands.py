@@ -84,6 +84,7 @@ def _report_failure(config: PipelineConfig, failure, log_file: Path) -> None:
         for anomaly in anomalies:
             click.echo(f"  feature {anomaly.feature} [{anomaly.split}]: {anomaly.kind}: "
                        f"{anomaly.description}", err=True)
+        click.echo(f"  report: {_write_report(config)}", err=True)
         raise click.ClickException(
             "data does not match the schema; fix the data, or update the curated schema "
             "(schema.curated), or set schema.stop_on_anomalies: false"

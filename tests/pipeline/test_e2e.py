@@ -242,6 +242,9 @@ def test_anomalies_stop_the_run_before_the_trainer(first_run, config, workdir, s
     assert "feature fare [train]:" in result.stderr and "FLOAT" in result.stderr
     assert "feature trip_start_timestamp" in result.stderr
     assert versions(config.model_push_dir) == before
+    page = assert_offline_report(report_of(result.stderr), ("statistics",), (
+        "No evaluation in this run: it stopped before the Evaluator.", "UNEXPECTED_DATA_TYPE"))
+    assert "trip_start_timestamp" in page[page.index("<h2>Anomalies"):]
 
 
 def test_threshold_no_model_can_meet_pushes_nothing(first_run, config, workdir, sample_csv):
