@@ -44,12 +44,22 @@ class RunArtifacts:
         return self.outputs.get((node_id, type_name))
 
 
+def _run_contexts(
+    store: metadata_store.MetadataStore, pipeline_name: str
+) -> list[metadata_store_pb2.Context]:
+    """The pipeline's `skewless run` runs (contexts named by run id), oldest first."""
+    pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline is None:
+        return []
+    ours = {e.id for e in store.get_executions_by_context(pipeline.id)}
+    runs = [c for c in store.get_contexts_by_type(RUN_CONTEXT_TYPE)
+            if any(e.id in ours for e in store.get_executions_by_context(c.id))]
+    return sorted(runs, key=lambda c: c.id)
+
+
 def run_ids(store: metadata_store.MetadataStore, pipeline_name: str) -> list[str]:
     """The ids of the pipeline's `skewless run` runs, oldest first."""
-    prefix = f"{pipeline_name}."
-    contexts = [c for c in store.get_contexts_by_type(RUN_CONTEXT_TYPE)
-                if c.name.startswith(prefix)]
-    return [c.name[len(prefix):] for c in sorted(contexts, key=lambda c: c.id)]
+    return [c.name for c in _run_contexts(store, pipeline_name)]
 
 
 def run_artifacts(
@@ -60,16 +70,16 @@ def run_artifacts(
     Raises:
         RunNotFound: the pipeline has no such run (or no run at all).
     """
-    known = run_ids(store, pipeline_name)
+    contexts = {c.name: c for c in _run_contexts(store, pipeline_name)}
+    known = list(contexts)
     if not known:
         raise RunNotFound(f"no run of pipeline {pipeline_name!r} is recorded yet; "
                           "run `skewless run --config ...` first")
     run_id = run_id or known[-1]
-    if run_id not in known:
+    if run_id not in contexts:
         raise RunNotFound(f"no run {run_id!r} of pipeline {pipeline_name!r}; known runs: "
                           + ", ".join(known[-5:]) + (" (newest last)" if len(known) > 1 else ""))
-    context = store.get_context_by_type_and_name(RUN_CONTEXT_TYPE, f"{pipeline_name}.{run_id}")
-    executions = store.get_executions_by_context(context.id)
+    executions = store.get_executions_by_context(contexts[run_id].id)
     node_of = {}
     for execution in executions:
         for node in store.get_contexts_by_execution(execution.id):

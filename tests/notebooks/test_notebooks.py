@@ -73,6 +73,16 @@ def execute(path: Path, config: Path, tmp: Path) -> nbformat.NotebookNode:
     return notebook
 
 
+def execute_in_background(path: Path, config: Path, tmp: Path, out: Path) -> subprocess.Popen:
+    """`execute` in another process (its kernel uses the second core); the notebook goes to out."""
+    code = ("import sys; from pathlib import Path; import nbformat; "
+            "from tests.notebooks.test_notebooks import execute; "
+            "nbformat.write(execute(*map(Path, sys.argv[1:4])), sys.argv[4])")
+    return subprocess.Popen([sys.executable, "-c", code, str(path), str(config), str(tmp),
+                             str(out)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
 @pytest.fixture(scope="module")
 def small_config(tmp_path_factory) -> Path:
     """A config on 1,500 rows of the bundled data, 50 training steps, outputs in a tmp folder."""
@@ -116,7 +126,25 @@ class Story:
 
 
 @pytest.fixture(scope="module")
-def story(small_config, kernel_tmp) -> Story:
+def iris_walkthrough_process(iris_config, kernel_tmp) -> subprocess.Popen:
+    """The multiclass walkthrough, started before the taxi story and run beside it."""
+    process = execute_in_background(WALKTHROUGH, iris_config, kernel_tmp,
+                                    iris_config.parent / "walkthrough.ipynb")
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def iris_walkthrough(iris_walkthrough_process, iris_config) -> nbformat.NotebookNode:
+    _, stderr = iris_walkthrough_process.communicate(timeout=1200)
+    assert iris_walkthrough_process.returncode == 0, stderr[-5000:]
+    return nbformat.read(iris_config.parent / "walkthrough.ipynb", as_version=4)
+
+
+@pytest.fixture(scope="module")
+def story(small_config, kernel_tmp, iris_walkthrough_process) -> Story:
     walkthrough = execute(WALKTHROUGH, small_config, kernel_tmp)
     metadata = execute(METADATA, small_config, kernel_tmp)
     run = skewless("run", "--config", str(small_config), tmpdir=kernel_tmp)
@@ -253,8 +281,8 @@ def test_skewless_run_between_the_notebooks_leaves_an_offline_report(story):
 
 
 @pytest.mark.e2e
-def test_walkthrough_on_a_multiclass_config(iris_config, kernel_tmp):
-    notebook = execute(WALKTHROUGH, iris_config, kernel_tmp)
+def test_walkthrough_on_a_multiclass_config(iris_walkthrough):
+    notebook = iris_walkthrough
     assert_figures(notebook)
     assert_quiet(notebook)
     key, rest = served(notebook, "REST")
