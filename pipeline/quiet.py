@@ -30,7 +30,8 @@ QUIET_WARNINGS = (
 # them (a logger's filters do not see its children's records).
 QUIET_LOG_LINES = {
     "absl": ("Examples artifact does not have payload_format custom property",  # TFX legacy
-             "Fail to find plots for model name"),  # TFMA's widget, with a baseline model
+             "Fail to find plots for model name",  # TFMA's widget, with a baseline model
+             "Tables initialized inside a tf.function"),  # TFMA reloads the vocabularies
     "tensorflow": ("SavedModel saved prior to TF 2.5 detected",  # TFMA loads a non-Keras model
                    "is deprecated and will be removed"),  # deprecations inside TFMA and TFX
     "apache_beam.runners.interactive.interactive_environment": (
