@@ -41,7 +41,7 @@ setup(
         "rich",
         "fastavro",  # Avro data (comes with apache-beam; imported directly)
         "ruamel.yaml",  # `skewless loadtest --write-config` keeps the config's comments
-        "matplotlib",  # load test plots
+        "matplotlib",  # figures: statistics, training, evaluation, load tests
     ],
     extras_require={
         "dev": [

@@ -20,7 +20,7 @@ from skewless.components.tuner.executor import FINGERPRINT_PROPERTY
 from skewless.pipeline.run_config import PipelineConfig
 from skewless.transforms.features import WEIGHT_KEY
 from skewless.transforms.signatures import SERVING_TF_EXAMPLE, TRANSFORM_FEATURES
-from skewless.transforms.task import MulticlassTask
+from skewless.transforms.task import BinaryTask, MulticlassTask, Task
 from skewless.transforms.tuning import TuningPlan, declared_search_space
 
 DEFAULT_PREPROCESSING_FN = "skewless.transforms.preprocessing.preprocessing_fn"
@@ -139,6 +139,18 @@ def _threshold(threshold, higher_is_better: bool) -> tfma.MetricThreshold:
     return bound
 
 
+def plot_metrics(task: Task) -> list[tfma.MetricConfig]:
+    """The TFMA plots the notebooks and the run report draw (`pipeline/figures.py`): threshold
+    and calibration curves (binary), the confusion matrix (multiclass). Regression needs none:
+    its figures plot the model's own predictions on the eval split."""
+    if isinstance(task, BinaryTask):
+        return [tfma.MetricConfig(class_name="ConfusionMatrixPlot"),
+                tfma.MetricConfig(class_name="CalibrationPlot", config='"num_buckets": 20')]
+    if isinstance(task, MulticlassTask):
+        return [tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot")]
+    return []
+
+
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     """TFMA metrics of the task, slices and blessing thresholds (absolute and against the
     baseline), with rows that have no label weighing nothing."""
@@ -156,9 +168,9 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             )],
         )
     specs = [tfma.MetricsSpec(metrics=list(metrics.values()))]
+    if plot_metrics(task):
+        specs.append(tfma.MetricsSpec(metrics=plot_metrics(task)))
     if isinstance(task, MulticlassTask):
-        specs.append(tfma.MetricsSpec(
-            metrics=[tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot")]))
         specs.append(tfma.MetricsSpec(
             metrics=[tfma.MetricConfig(class_name=n) for n in ("Precision", "Recall")],
             binarize=tfma.BinarizationOptions(class_ids={"values": task.tfma_binarize_class_ids()}),

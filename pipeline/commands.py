@@ -84,6 +84,7 @@ def _report_failure(config: PipelineConfig, failure, log_file: Path) -> None:
         for anomaly in anomalies:
             click.echo(f"  feature {anomaly.feature} [{anomaly.split}]: {anomaly.kind}: "
                        f"{anomaly.description}", err=True)
+        click.echo(f"  report: {_write_report(config)}", err=True)
         raise click.ClickException(
             "data does not match the schema; fix the data, or update the curated schema "
             "(schema.curated), or set schema.stop_on_anomalies: false"
@@ -160,6 +161,28 @@ def run(config_path: Path) -> None:
         click.echo(f"  pushed: version {summary.pushed_version} at {summary.pushed_path}")
     else:
         click.echo("  blessed: NO - the model did not meet its thresholds; nothing was pushed")
+    click.echo(f"  report: {_write_report(config)}")
+
+
+def _write_report(config: PipelineConfig, run_id: str | None = None,
+                  output: Path | None = None) -> Path:
+    from skewless.pipeline.report import RunNotFound, write_report
+
+    try:
+        return write_report(config, run_id, output)
+    except RunNotFound as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.command()
+@CONFIG_OPTION
+@click.option("--run", "run_id", help="The run's id (default: the newest run).")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the HTML (default: <output_dir>/reports/<run id>.html).")
+def report(config_path: Path, run_id: str | None, output: Path | None) -> None:
+    """Write a past run's self-contained HTML report (figures, anomalies, metrics, push)."""
+    config = load_config_or_exit(config_path, check_data=False)
+    click.echo(f"report: {_write_report(config, run_id, output)}")
 
 
 @click.group()
@@ -198,4 +221,4 @@ def freeze(config_path: Path, output: Path | None, force: bool) -> None:
         click.echo(f"Point schema.curated at it in {config_path} to validate against it.")
 
 
-COMMANDS = [run, schema]
+COMMANDS = [run, schema, report]

@@ -47,3 +47,29 @@ def write_avro(table: pa.Table, path: Path) -> None:
         {"name": field.name, "type": avro_type(field.type)} for field in table.schema]}
     with path.open("wb") as out:
         fastavro.writer(out, fastavro.parse_schema(schema), table.to_pylist())
+
+
+REPORT_LINE = re.compile(r"^\s*report: (\S+\.html)$", re.M)
+INLINE_PNG = re.compile(r'<img alt="([a-z]+)" src="data:image/png;base64,')
+# Anything a browser would fetch: scripts, styles, images or frames from elsewhere.
+FETCHED = re.compile(r"<script|<link|<iframe|\bsrc=\"(?!data:)|url\(|@import", re.I)
+
+
+def report_of(stdout: str) -> Path:
+    """The report path `skewless run` printed."""
+    match = REPORT_LINE.search(stdout)
+    assert match, f"no report line in:\n{stdout}"
+    return Path(match[1])
+
+
+def assert_offline_report(path: Path, figures: tuple[str, ...], texts: tuple[str, ...]) -> str:
+    """A self-contained page: the named figures as inline PNGs, the texts, nothing fetched."""
+    page = path.read_text()
+    assert FETCHED.search(page) is None, FETCHED.search(page)[0]
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "https://" not in page
+    assert "Not drawn" not in page, page[page.index("Not drawn") - 200:][:600]
+    assert sorted(INLINE_PNG.findall(page)) == sorted(figures)
+    for text in texts:
+        assert text in page, text
+    return page

@@ -20,7 +20,7 @@ from skewless.pipeline.config import load_config
 from skewless.pipeline.results import connect, latest_output
 from skewless.transforms.signatures import MISSING_INT64
 from tests.conftest import sample_config_dict, write_config
-from tests.pipeline.helpers import skewless, states, versions
+from tests.pipeline.helpers import assert_offline_report, report_of, skewless, states, versions
 from tests.pipeline.parity import (
     materialised_train,
     named_tensors,
@@ -176,6 +176,38 @@ def test_second_and_third_runs_are_served_from_cache(first_run, config, config_p
     assert versions(config.model_push_dir) == before
 
 
+def test_every_run_leaves_an_offline_report_and_past_runs_can_be_reported(
+    first_run, config, config_path, tmp_path
+):
+    from click.testing import CliRunner
+
+    from skewless.cli import main
+    from skewless.pipeline.report import run_ids
+
+    first = report_of(first_run.stdout)
+    assert first.parent == config.pipeline.output_dir / "reports"
+    figures = ("statistics", "training", "evaluation", "slices")
+    page = assert_offline_report(first, figures, (
+        "PASS", "AUC", "Blessed", "Pushed version", "None: the data matches the schema"))
+    [version] = versions(config.model_push_dir)
+    assert f"Pushed version <b>{version}</b>" in page
+
+    oldest = run_ids(connect(config), config.pipeline.name)[0]
+    output = tmp_path / "past.html"
+    runner = CliRunner()
+    past = runner.invoke(main, ["report", "--config", str(config_path), "--run", oldest,
+                                "--output", str(output)])
+    assert past.exit_code == 0, past.output
+    assert past.output.strip() == f"report: {output}"
+    assert_offline_report(output, figures, (f"Run {oldest} of pipeline", "Pushed version"))
+
+    unknown = runner.invoke(main, ["report", "--config", str(config_path), "--run", "nope"])
+    assert unknown.exit_code == 1
+    assert f"Error: no run 'nope' of pipeline '{config.pipeline.name}'; known runs: " in (
+        unknown.output)
+    assert oldest in unknown.output and len(unknown.output.strip().splitlines()) == 1
+
+
 def _bad_copy(source: Path, target: Path) -> Path:
     """The sample with a string in the numeric `fare` column and `trip_start_timestamp` dropped."""
     with source.open(newline="") as f:
@@ -210,6 +242,9 @@ def test_anomalies_stop_the_run_before_the_trainer(first_run, config, workdir, s
     assert "feature fare [train]:" in result.stderr and "FLOAT" in result.stderr
     assert "feature trip_start_timestamp" in result.stderr
     assert versions(config.model_push_dir) == before
+    page = assert_offline_report(report_of(result.stderr), ("statistics",), (
+        "No evaluation in this run: it stopped before the Evaluator.", "UNEXPECTED_DATA_TYPE"))
+    assert "trip_start_timestamp" in page[page.index("<h2>Anomalies"):]
 
 
 def test_threshold_no_model_can_meet_pushes_nothing(first_run, config, workdir, sample_csv):

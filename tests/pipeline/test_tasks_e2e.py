@@ -17,7 +17,13 @@ import yaml
 from skewless.pipeline import build
 from skewless.pipeline.config import load_config
 from tests.conftest import DIABETES_CONFIG, IRIS_CONFIG, REPO, sample_config_dict, write_config
-from tests.pipeline.helpers import skewless, states, versions
+from tests.pipeline.helpers import (
+    assert_offline_report,
+    report_of,
+    skewless,
+    states,
+    versions,
+)
 from tests.pipeline.parity import (
     assert_served_predictions_match,
     assert_signatures_agree,
@@ -107,6 +113,14 @@ def test_run_blesses_and_pushes_with_the_tasks_metrics(run):
     if case.blank.get(config.label.column):
         assert "without a label, not trained or evaluated on" in out
         assert "left out of training and evaluation" in out
+
+
+def test_run_writes_an_offline_report_with_the_tasks_figures(run):
+    case, config, result, _, _ = run
+    metric = case.metric_line.split(": ")[1]
+    assert_offline_report(
+        report_of(result.stdout), ("statistics", "training", "evaluation", "slices"),
+        (metric, "PASS", "Blessed", f"task {config.task.kind}", "Anomalies"))
 
 
 def test_signatures_and_outputs_fit_the_task(run):
