@@ -14,13 +14,10 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-# TFX 1.16.0's pure-Python wheels cap Requires-Python below 3.11 although its native stack supports
-# 3.11, hence --ignore-requires-python; constraints.txt pins every package so pip never backtracks.
-$(STAMP): setup.py constraints.txt
+# scripts/install.sh is also the pipeline image's install step (kubeflow/Dockerfile).
+$(STAMP): setup.py constraints.txt scripts/install.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check pip==24.3.1
-	$(BIN)/pip install --quiet --disable-pip-version-check --ignore-requires-python \
-		-c constraints.txt -e ".[dev]"
+	sh scripts/install.sh $(BIN)/python -e ".[dev]"
 	touch $@
 
 # Train, evaluate and push on the bundled data, then serve the pushed model and query it once

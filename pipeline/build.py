@@ -11,7 +11,9 @@ from tfx.orchestration import data_types
 
 from skewless.components.anomaly_gate.component import AnomalyGate
 from skewless.components.avro_example_gen.component import AvroExampleGen
+from skewless.components.baseline_model.component import BaselineModel
 from skewless.components.data_formats import input_location
+from skewless.components.evaluator.component import Evaluator
 from skewless.components.parquet_example_gen.component import ParquetExampleGen
 from skewless.components.pusher.component import Pusher
 from skewless.components.row_count_check.component import RowCountCheck
@@ -38,9 +40,9 @@ STATISTICS_GEN = "StatisticsGen"
 EXAMPLE_VALIDATOR = "ExampleValidator"
 ANOMALY_GATE = "AnomalyGate"
 ROW_COUNT_CHECK = "RowCountCheck"
-RESOLVER = "latest_blessed_model_resolver"
 TUNER = "Tuner"
 HYPERPARAMETERS_IMPORTER = "HyperparametersImporter"
+BASELINE_MODEL = "BaselineModel"
 
 
 Steps = tfx.proto.TrainArgs | tfx.proto.EvalArgs | data_types.RuntimeParameter
@@ -320,15 +322,15 @@ def _training_components(
         eval_args=placement.eval_args,
         custom_config=custom_config,
     ).with_id(TRAINER)
-    resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id(RESOLVER)
-    evaluator = tfx.components.Evaluator(
+    # The baseline is the model TF Serving serves now, found on the push directory: the same
+    # mechanism locally and on any Kubeflow backend (open-source KFP runs no resolver).
+    baseline = BaselineModel(
+        model=trainer.outputs["model"], model_push_dir=placement.model_push_dir
+    ).with_id(BASELINE_MODEL)
+    evaluator = Evaluator(
         examples=examples.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=resolver.outputs["model"],
+        baseline_model=baseline.outputs["baseline_model"],
         eval_config=eval_config(config),
     ).with_id(EVALUATOR)
     pusher = Pusher(
@@ -340,4 +342,4 @@ def _training_components(
             )
         ),
     ).with_id(PUSHER)
-    return [validator, gate, row_check, transform, *tuning, trainer, resolver, evaluator, pusher]
+    return [validator, gate, row_check, transform, *tuning, trainer, baseline, evaluator, pusher]

@@ -29,6 +29,10 @@ KUBERNETES_PLATFORM = "kubernetes"
 # and the pushed version to score with ("" for the newest).
 OUTPUT_PATH = "output_path"
 MODEL_VERSION = "model_version"
+# What every task runs: TFX's v2 entrypoint behind the shim for open-source KFP's executor input.
+TFX_ENTRYPOINT = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
+ENTRYPOINT = "skewless.pipeline.kubeflow_entrypoint"
+EXAMPLE_GEN_DRIVER_FLAG = "--example_gen_driver"
 
 
 def spec_path(config: PipelineConfig, output_dir: Path, target: Target = "kubeflow") -> Path:
@@ -233,6 +237,31 @@ def compile_job(config: PipelineConfig, target: Target = "kubeflow") -> dict:
     return job
 
 
+def for_open_source_kfp(pipeline_spec: dict) -> dict:
+    """The spec as open-source KFP 2.x runs it, changed in place and returned.
+
+    Every container runs `skewless.pipeline.kubeflow_entrypoint` instead of TFX's entrypoint.
+    The backend ignores `lifecycle.preCacheCheck`, so ExampleGen's driver moves into its task
+    (`--example_gen_driver`), and that task is never cached: nothing but the driver could tell
+    that the files under an unchanged data root have changed.
+    """
+    uncached = set()
+    for label, executor in pipeline_spec["deploymentSpec"]["executors"].items():
+        container = executor.get("container")
+        if container is None:
+            continue
+        if container["command"][-1] == TFX_ENTRYPOINT:
+            container["command"] = [*container["command"][:-1], ENTRYPOINT]
+        if container.pop("lifecycle", None) is not None:
+            container["args"] = [EXAMPLE_GEN_DRIVER_FLAG, *container["args"]]
+            uncached.add(label)
+    components = pipeline_spec["components"]
+    for task in pipeline_spec["root"]["dag"]["tasks"].values():
+        if components[task["componentRef"]["name"]]["executorLabel"] in uncached:
+            task["cachingOptions"] = {"enableCache": False}
+    return pipeline_spec
+
+
 def platform_spec(config: PipelineConfig, pipeline_spec: dict) -> dict | None:
     """The kubernetes PlatformSpec that mounts the config's volumes into every container task."""
     volumes = config.kubeflow.volumes
@@ -290,7 +319,7 @@ def render(config: PipelineConfig, target: Target = "kubeflow") -> str:
         # Telemetry labels name the compiling machine's Python and TFX builds; not ours to send.
         job.pop("labels", None)
         return json.dumps(job, indent=2, sort_keys=True) + "\n"
-    documents = [spec]
+    documents = [for_open_source_kfp(spec)]
     platform = platform_spec(config, spec)
     if platform is not None:
         documents.append(platform)

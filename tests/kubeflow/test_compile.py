@@ -323,24 +323,6 @@ def test_compile_cli_reports_config_errors_in_one_line(tmp_path):
     ]
 
 
-def test_dockerfile_builds_on_the_pinned_tfx_with_the_constraints():
-    import tfx
-
-    dockerfile = (REPO / "kubeflow" / "Dockerfile").read_text()
-    constraints = (REPO / "constraints.txt").read_text()
-    pinned = re.search(r"(?m)^tfx==(\S+)$", constraints).group(1)
-    assert pinned == tfx.__version__
-    assert re.search(rf"(?m)^ARG TFX_VERSION={re.escape(pinned)}$", dockerfile)
-    assert re.search(r"(?m)^FROM tensorflow/tfx:\$\{TFX_VERSION\}$", dockerfile)
-    assert re.search(r"pip install .*-c constraints\.txt \.", dockerfile)
-    setup = (REPO / "setup.py").read_text()
-    folders = set(re.findall(r'"skewless[\w.]*": "(\w+)', setup))
-    copied = set(re.findall(r"(?m)^COPY (\w+)/ ", dockerfile))
-    assert folders <= copied, f"package folders missing from the image: {folders - copied}"
-    ignore = (REPO / "kubeflow" / "Dockerfile.dockerignore").read_text()
-    assert all(f"!{folder}/" in ignore for folder in folders)
-
-
 def test_tuning_puts_the_tuner_between_transform_and_trainer(tmp_path):
     from skewless.pipeline.build import create_pipeline
     from tests.conftest import IRIS_CONFIG

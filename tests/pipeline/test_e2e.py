@@ -33,8 +33,8 @@ pytestmark = pytest.mark.e2e
 
 NODES = [
     build.EXAMPLE_GEN, build.STATISTICS_GEN, build.SCHEMA_GEN, build.EXAMPLE_VALIDATOR,
-    build.ANOMALY_GATE, build.ROW_COUNT_CHECK, build.TRANSFORM, build.TRAINER, build.EVALUATOR,
-    build.PUSHER,
+    build.ANOMALY_GATE, build.ROW_COUNT_CHECK, build.TRANSFORM, build.TRAINER,
+    build.BASELINE_MODEL, build.EVALUATOR, build.PUSHER,
 ]
 UP_TO_TRAINER = NODES[:8]
 
@@ -65,7 +65,6 @@ def config(config_path, first_run):
 def test_first_run_executes_every_component_and_pushes(first_run, config):
     ran = states(first_run.stdout)
     assert {node: ran.get(node) for node in NODES} == {node: "executed" for node in NODES}
-    assert ran[build.RESOLVER] == "resolved"
     out = first_run.stdout
     assert "rows: 2000 (source, ExampleGen and statistics agree)" in out
     assert "PASS  AUC" in out and "lower bound 0.6000" in out
@@ -163,17 +162,26 @@ def test_skew_raw_feature_and_tf_example_signatures_agree(first_run, config):
     assert 0.0 < by_example["probabilities"].numpy().std()  # not a constant model
 
 
-def test_second_and_third_runs_are_served_from_cache(first_run, config, config_path, workdir):
+def evaluation_baseline(config) -> tuple[str, str]:
+    """The (path, version) of the baseline recorded on the latest evaluation ("" when none)."""
+    store = connect(config)
+    evaluation = latest_output(store, config.pipeline.name, build.EVALUATOR, "ModelEvaluation")
+    props = evaluation.custom_properties
+    return props["baseline_path"].string_value, props["baseline_version"].string_value
+
+
+def test_reruns_are_served_from_cache_and_compare_no_model_with_itself(
+    first_run, config, config_path, workdir
+):
     before = versions(config.model_push_dir)
-    second = skewless("run", "--config", str(config_path), tmpdir=workdir / "tmp")
-    assert second.returncode == 0, second.stderr[-3000:]
-    ran = states(second.stdout)
-    assert {n: ran[n] for n in UP_TO_TRAINER} == {n: "cached" for n in UP_TO_TRAINER}
-    # The Evaluator now compares against the blessed baseline (the same model): not re-pushed.
-    assert "baseline" in second.stdout
-    third = skewless("run", "--config", str(config_path), tmpdir=workdir / "tmp")
-    assert {n: states(third.stdout)[n] for n in NODES} == {n: "cached" for n in NODES}
+    # The first model had nothing to be compared with, and the evaluation says so.
+    assert evaluation_baseline(config) == ("", "")
+    for _ in range(2):
+        rerun = skewless("run", "--config", str(config_path), tmpdir=workdir / "tmp")
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert {n: states(rerun.stdout)[n] for n in NODES} == {n: "cached" for n in NODES}
     assert versions(config.model_push_dir) == before
+    assert evaluation_baseline(config) == ("", "")
 
 
 def test_every_run_leaves_an_offline_report_and_past_runs_can_be_reported(
@@ -279,6 +287,9 @@ def test_model_worse_than_the_blessed_baseline_is_not_pushed(first_run, config, 
     assert "baseline" in line, line
     assert "blessed: NO" in result.stdout
     assert versions(config.model_push_dir) == before
+    # The baseline was the model TF Serving serves, and the evaluation records which one.
+    [served] = before
+    assert evaluation_baseline(config) == (str(config.model_push_dir / served), served)
 
 
 def test_served_real_model_matches_in_process_over_rest_and_grpc(first_run, config):

@@ -1,0 +1,1 @@
+"""Evaluator: TFX's Evaluator that records which baseline it compared against."""
