@@ -136,20 +136,16 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool, str]:
     return args, EXAMPLE_GEN_DRIVER_FLAG in argv, executor_input.outputs.output_file
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Runs the task: ExampleGen's driver if asked, TFX's executor, then the URI fix-up."""
+def _run(parsed, example_gen_driver: bool, output_file: str) -> None:
     from tfx.dsl.io import fileio
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as run_executor
     from tfx.orchestration.kubeflow.v2.file_based_example_gen import driver
 
-    args, example_gen_driver, output_file = translate_argv(
-        sys.argv[1:] if argv is None else argv
-    )
     if example_gen_driver:
         # The driver writes span, version, fingerprint and the resolved input config into the
         # output file, which TFX's entrypoint reads back as execution properties.
-        driver.main(driver._parse_flags(args))  # noqa: SLF001 - its own flag parser
-    run_executor.main(run_executor._parse_flags(args))  # noqa: SLF001 - its own flag parser
+        driver.main(parsed[0])
+    run_executor.main(parsed)
     with fileio.open(output_file, "rb") as f:
         executor_output = json_format.Parse(
             f.read(), pipeline_spec_pb2.ExecutorOutput(), ignore_unknown_fields=True
@@ -157,6 +153,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     for_launcher(executor_output)
     with fileio.open(output_file, "wb") as f:
         f.write(json_format.MessageToJson(executor_output))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Runs the task: ExampleGen's driver if asked, TFX's executor, then the URI fix-up."""
+    from absl import app
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as run_executor
+
+    argv = list(sys.argv if argv is None else argv)
+    args, example_gen_driver, output_file = translate_argv(argv[1:])
+    # TFX's own flag parser, as its entrypoint uses it: the rest of the arguments are Beam's.
+    app.run(
+        lambda parsed: _run(parsed, example_gen_driver, output_file),
+        argv=[argv[0], *args],
+        flags_parser=run_executor._parse_flags,  # noqa: SLF001 - TFX's entrypoint's parser
+    )
 
 
 if __name__ == "__main__":

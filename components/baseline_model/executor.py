@@ -75,6 +75,5 @@ class Executor(base_executor.BaseExecutor):
 
 def has_baseline(artifact: types.Artifact) -> bool:
     """Whether a BaselineModel output holds a model (the first run's holds none)."""
-    # Through Kubeflow, custom properties arrive as JSON numbers, so compare by value.
-    return (artifact.has_custom_property(FOUND)
-            and int(artifact.get_custom_property(FOUND)) == 1)
+    # Through Kubeflow, the property arrives as a JSON number; get_int_custom_property reads both.
+    return artifact.get_int_custom_property(FOUND) == 1

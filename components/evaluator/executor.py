@@ -32,5 +32,5 @@ class Executor(tfx_evaluator.Executor):
         evaluation = artifact_utils.get_single_instance(output_dict[EVALUATION])
         baseline = baselines[0] if baselines else None
         for key in (PATH, VERSION):
-            value = str(baseline.get_custom_property(key)) if baseline else NO_BASELINE
+            value = baseline.get_string_custom_property(key) if baseline else NO_BASELINE
             evaluation.set_string_custom_property(key, value)

@@ -14,7 +14,6 @@ from skewless.pipeline.config import ConfigError, load_config, parse_config
 from tests.conftest import REPO, TAXI_CONFIG
 
 COMMITTED = REPO / "kubeflow" / "taxi-pipeline.yaml"
-RESOLVER = "latest_blessed_model_resolver"
 
 
 def _normalised(text: str) -> str:
@@ -109,18 +108,9 @@ def _local_edges() -> tuple[set[str], set[tuple[str, str]]]:
 
 
 def _compiled_edges(spec: dict) -> tuple[set[str], set[tuple[str, str]]]:
-    # KFP v2 runs TFX's resolver as two query tasks, `<resolver id>-model(-blessing)-resolver`.
-    def node(task: str) -> str:
-        return RESOLVER if task.startswith(f"{RESOLVER}-") else task
-
     tasks = spec["root"]["dag"]["tasks"]
-    nodes = {node(t) for t in tasks}
-    edges = {
-        (node(up), node(t))
-        for t, body in tasks.items()
-        for up in body.get("dependentTasks", [])
-        if node(up) != node(t)
-    }
+    nodes = set(tasks)
+    edges = {(up, t) for t, body in tasks.items() for up in body.get("dependentTasks", [])}
     return nodes, edges
 
 
@@ -131,6 +121,7 @@ def test_tasks_and_dependencies_are_the_local_pipelines(compiled):
     assert nodes == local_nodes
     assert edges == local_edges
     assert ("AnomalyGate", "Transform") in edges and ("RowCountCheck", "Transform") in edges
+    assert ("Trainer", "BaselineModel") in edges and ("BaselineModel", "Evaluator") in edges
 
 
 def test_every_task_runs_the_project_image_with_installed_code(compiled):
@@ -138,11 +129,16 @@ def test_every_task_runs_the_project_image_with_installed_code(compiled):
     config = load_config(TAXI_CONFIG, check_data=False)
     containers = [e["container"] for e in spec["deploymentSpec"]["executors"].values()
                   if "container" in e]
-    assert len(containers) == 10
+    assert len(containers) == len(spec["deploymentSpec"]["executors"]) == 11
     assert {c["image"] for c in containers} == {config.kubeflow.image}
+    # TFX's entrypoint behind the shim that reads open-source KFP's executor input.
+    assert {tuple(c["command"]) for c in containers} == {
+        ("python", "-m", "skewless.pipeline.kubeflow_entrypoint")}
     classes = {c["args"][c["args"].index("--executor_class_path") + 1] for c in containers}
     assert {"skewless.components.pusher.executor.Executor",
-            "skewless.components.anomaly_gate.executor.Executor"} <= classes
+            "skewless.components.anomaly_gate.executor.Executor",
+            "skewless.components.baseline_model.executor.Executor",
+            "skewless.components.evaluator.executor.Executor"} <= classes
     tasks = spec["root"]["dag"]["tasks"]
 
     def constant(task, name):
@@ -166,6 +162,20 @@ def test_no_path_of_the_compiling_machine_in_the_spec(compiled):
         ["push_destination"]["runtimeValue"]["constant"]
     )
     assert pushed == {"filesystem": {"base_directory": "/mnt/models/taxi"}}
+    baseline = compiled[2]["root"]["dag"]["tasks"]["BaselineModel"]["inputs"]["parameters"]
+    assert baseline["model_push_dir"]["runtimeValue"]["constant"] == "/mnt/models/taxi"
+
+
+def test_example_gen_runs_its_driver_in_the_task_and_is_never_cached(compiled):
+    _, _, spec, _ = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    assert not any("lifecycle" in e["container"] for e in executors.values())
+    assert executors["ExampleGen_executor"]["container"]["args"][0] == "--example_gen_driver"
+    others = [e for label, e in executors.items() if label != "ExampleGen_executor"]
+    assert not any("--example_gen_driver" in e["container"]["args"] for e in others)
+    caching = {t: body["cachingOptions"] for t, body in spec["root"]["dag"]["tasks"].items()}
+    assert caching.pop("ExampleGen") == {"enableCache": False}
+    assert set(map(str, caching.values())) == {str({"enableCache": True})}
 
 
 def test_a_local_path_in_the_cluster_section_is_refused(tmp_path):

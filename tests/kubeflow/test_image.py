@@ -47,7 +47,7 @@ def test_install_script_resolves_the_image_install_here(tmp_path):
     """The image's exact install step, as a pip dry run against this venv (no network needed:
     every pin is installed), resolves to this project and nothing missing."""
     env = {**os.environ, "PIP_DRY_RUN": "1", "PIP_NO_INDEX": "1",
-           "PIP_NO_BUILD_ISOLATION": "1", "TMPDIR": str(tmp_path)}
+           "PIP_NO_BUILD_ISOLATION": "0", "TMPDIR": str(tmp_path)}
     done = subprocess.run(["sh", str(SCRIPT), sys.executable, "--report", str(tmp_path / "r"),
                            "."], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
