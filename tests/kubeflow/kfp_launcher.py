@@ -106,9 +106,13 @@ def run_pipeline(
     pipeline_root: Path,
     run_id: str,
     parameters: dict[str, str] | None = None,
+    reuse: dict[str, TaskRun] | None = None,
     timeout: float = 600,
 ) -> dict[str, TaskRun]:
     """Executes every task of `spec` in dependency order; returns the runs by task name.
+
+    Tasks in `reuse` are not executed: their earlier outputs are used, as KFP does for a task it
+    takes from its cache.
 
     Raises:
         RuntimeError: a task's command failed (its output tail is in the message).
@@ -119,6 +123,9 @@ def run_pipeline(
     executors = spec["deploymentSpec"]["executors"]
     runs: dict[str, TaskRun] = {}
     for name in task_order(spec):
+        if name in (reuse or {}):
+            runs[name] = reuse[name]
+            continue
         task = spec["root"]["dag"]["tasks"][name]
         component = spec["components"][task["componentRef"]["name"]]
         container = executors[component["executorLabel"]]["container"]
