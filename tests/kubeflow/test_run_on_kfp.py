@@ -66,8 +66,8 @@ def cluster(tmp_path_factory) -> dict:
     try:
         first = run_pipeline(spec, root / "pipeline_root", "run-1")
         # A second run with another runtime parameter: a different model, the first as baseline.
-        data_tasks = {name: run for name, run in first.items()
-                      if list(first).index(name) < list(first).index(build.TRAINER)}
+        rerun = (build.TRAINER, build.BASELINE_MODEL, build.EVALUATOR, build.PUSHER)
+        data_tasks = {name: run for name, run in first.items() if name not in rerun}
         second = run_pipeline(spec, root / "pipeline_root", "run-2",
                               {"train_args": json.dumps({"num_steps": 80})}, reuse=data_tasks)
     finally:
