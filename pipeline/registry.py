@@ -13,6 +13,7 @@ import pandas as pd
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from skewless.components.baseline_model.executor import VERSION as BASELINE_VERSION
 from skewless.pipeline.results import HYPERPARAMETERS, best_values, overall_metrics
 from skewless.transforms.task import TASKS
 
@@ -130,7 +131,10 @@ class Registry:
             return f"version {_pushed_version(artifact)}"
         if artifact.type == "ModelEvaluation":
             metrics = _candidate_metrics(artifact.uri)
-            return ", ".join(f"{k}={metrics[k]:.3f}" for k in KEY_METRICS if k in metrics)
+            shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in KEY_METRICS if k in metrics)
+            # What the model was compared with (BaselineModel), when there was a served model.
+            baseline = props[BASELINE_VERSION].string_value if BASELINE_VERSION in props else ""
+            return f"{shown}; against version {baseline}" if baseline else shown
         if artifact.type == HYPERPARAMETERS:
             return _shown(best_values(artifact))
         if "split_names" in artifact.properties:
