@@ -32,7 +32,8 @@ from tests.conftest import sample_config_dict, write_sample
 from tests.kubeflow.kfp_launcher import run_pipeline
 from tests.kubeflow.test_open_source_kfp import backend_problems, load
 
-pytestmark = pytest.mark.e2e
+# Two pipeline runs in the module fixture: more than the suite's per-test limit on a busy machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")
