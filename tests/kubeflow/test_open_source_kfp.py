@@ -103,7 +103,7 @@ def committed() -> tuple[dict, dict | None]:
 
 
 def test_there_are_compiled_pipelines_to_check():
-    assert [p.name for p in COMPILED] == ["taxi-pipeline.yaml"]
+    assert [p.name for p in COMPILED] == ["taxi-batch-pipeline.yaml", "taxi-pipeline.yaml"]
 
 
 @pytest.mark.parametrize("path", COMPILED, ids=lambda p: p.name)
