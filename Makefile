@@ -28,8 +28,11 @@ demo: $(STAMP)
 	$(BIN)/skewless serve-demo --model_base_path $(MODEL_BASE_PATH) --model_name $(MODEL_NAME) \
 		--json $(ROWS)
 
+# Two workers (the CI machine has 2 cores); each test file runs whole on one worker, so the
+# pipeline runs a file shares are made once.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -47,6 +47,7 @@ setup(
         "dev": [
             "pytest",
             "pytest-timeout",
+            "pytest-xdist",  # make test: two workers, one test file each at a time
             "hypothesis",
             "ruff",
             "kubernetes-validate",

@@ -13,6 +13,7 @@ import pandas as pd
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from skewless.components.baseline_model.executor import BASELINE_KEY
 from skewless.components.baseline_model.executor import VERSION as BASELINE_VERSION
 from skewless.pipeline.results import HYPERPARAMETERS, best_values, overall_metrics
 from skewless.transforms.task import TASKS
@@ -21,8 +22,8 @@ Artifact = metadata_store_pb2.Artifact
 Execution = metadata_store_pb2.Execution
 Event = metadata_store_pb2.Event
 
-# The Evaluator's input holding the previously blessed model: lineage does not follow it.
-BASELINE_KEY = "baseline_model"
+# BASELINE_KEY: BaselineModel's output and the Evaluator's input holding the served model;
+# lineage does not follow it.
 # Outputs shown in a lineage beside the output that was used: the evaluation behind a blessing.
 SIBLING_OUTPUTS = ("ModelEvaluation",)
 _STATES = {
@@ -141,6 +142,11 @@ class Registry:
             return "splits " + artifact.properties["split_names"].string_value
         return ""
 
+    def _output_key(self, artifact_id: int) -> str | None:
+        """The output name under which the artifact was produced (e.g. "model")."""
+        events = self._events_of(artifact_id=artifact_id, kind=Event.OUTPUT)
+        return _key(min(events, key=lambda e: e.execution_id)) if events else None
+
     def producer(self, artifact_id: int) -> int | None:
         """The execution that made an artifact (not the cached runs that reused it)."""
         ids = [e.execution_id for e in self._events_of(artifact_id=artifact_id, kind=Event.OUTPUT)]
@@ -197,6 +203,8 @@ class Registry:
         """Every trained model: its evaluation's overall metrics, blessing and pushed version."""
         rows = []
         for model in self.artifacts_of_type("Model"):
+            if self._output_key(model.id) == BASELINE_KEY:
+                continue  # BaselineModel's reference to an already served model, not a new one
             row = {"model": model.id, "trained": _time(model.create_time_since_epoch),
                    "trainer_execution": self.producer(model.id), "blessed": None,
                    "pushed_version": None, "pushed_path": None, "hyperparameters": None}

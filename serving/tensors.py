@@ -111,6 +111,9 @@ def to_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
     size = math.prod(shape)  # Python ints: np.prod costs more than the rest of a small tensor
     if size > _INT64_MAX:
         raise _parsing_error(name, f"shape {_shape_text(shape)} has more than 2^63-1 elements")
+    if math.prod(d for d in shape if d) * dtype.itemsize > _INT64_MAX:
+        # numpy sizes even an empty array by its non-zero dims: [0, 2^62] cannot be allocated
+        raise _parsing_error(name, f"shape {_shape_text(shape)} spans more than 2^63-1 bytes")
     if proto.tensor_content:
         if dtype.kind == "O":
             raise _parsing_error(name, "tensor_content is not supported for strings")

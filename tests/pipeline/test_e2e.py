@@ -123,8 +123,15 @@ def test_mlmd_records_executions_artifacts_and_lineage(first_run, config):
     assert set(schema_inputs) == {"ExampleStatistics"}
     statistics_inputs = producer_inputs(schema_inputs["ExampleStatistics"])
     assert statistics_inputs["Examples"].id == transform_inputs["Examples"].id
-    blessing_inputs = producer_inputs(pusher_inputs["ModelBlessing"])
-    assert blessing_inputs["Model"].id == pusher_inputs["Model"].id
+    # The Evaluator takes two Models: the candidate ("model") and BaselineModel's output.
+    [evaluation] = [e for e in store.get_events_by_artifact_ids([pusher_inputs["ModelBlessing"].id])
+                    if e.type == metadata_store_pb2.Event.OUTPUT]
+    evaluator_models = {
+        e.path.steps[0].key: e.artifact_id
+        for e in store.get_events_by_execution_ids([evaluation.execution_id])
+        if e.type == metadata_store_pb2.Event.INPUT and e.path.steps[0].key.endswith("model")}
+    assert evaluator_models.keys() == {"model", "baseline_model"}
+    assert evaluator_models["model"] == pusher_inputs["Model"].id
 
     context = store.get_context_by_type_and_name("pipeline", config.pipeline.name)
     executions = store.get_executions_by_context(context.id)

@@ -163,9 +163,12 @@ def _tensor(dtype: int, dims: list[int], **fields) -> tensor_pb2.TensorProto:
          "tensor parsing error: company: 2000000 string elements exceed the limit of 1048576"),
         ("trip_miles", _tensor(types_pb2.DT_FLOAT, [1] * 40, float_val=[1.0]),
          "tensor parsing error: trip_miles: rank 40 exceeds the limit of 32"),
+        ("trip_miles", _tensor(types_pb2.DT_FLOAT, [0, 2**62]),
+         "tensor parsing error: trip_miles: shape [0,4611686018427387904] spans more than "
+         "2^63-1 bytes"),
     ],
     ids=["content-length", "dim-1e12", "int64-overflow", "negative-dim", "2M-empty-strings",
-         "rank-40"],
+         "rank-40", "empty-but-huge"],
 )
 def test_grpc_malformed_tensors_get_invalid_argument(stub, name, proto, message):
     error = predict_error(stub, _with_input(name, proto))
