@@ -17,7 +17,7 @@ from skewless.pipeline.config import load_config
 from skewless.pipeline.results import connect, latest_output
 from skewless.pipeline.runner import run_pipeline
 from tests.conftest import sample_config_dict, write_config, write_sample
-from tests.pipeline.helpers import write_avro
+from tests.pipeline.helpers import skewless, states, write_avro
 
 pytestmark = pytest.mark.e2e
 
@@ -121,3 +121,16 @@ def test_avro_columns_values_and_row_count(datasets):
     assert hours == data_formats.column_values(datasets["csv"], "csv", "trip_start_hour")
     assert 0 in hours
     assert data_formats.count_source_rows(str(folder), "*.avro", "avro") == ROWS
+
+
+def test_training_on_the_avro_copy_counts_the_same_rows(datasets, tmp_path_factory):
+    """A whole `skewless run` on Avro: RowCountCheck finds the source's rows in ExampleGen's
+    output and the statistics, and the Trainer trains on them."""
+    workdir = tmp_path_factory.mktemp("train-avro")
+    raw = sample_config_dict(workdir, datasets["avro"], data={"format": "avro"},
+                             model={"train_steps": 5, "eval_steps": 2})
+    result = skewless("run", "--config", str(write_config(workdir / "cfg.yaml", raw)),
+                      tmpdir=workdir / "tmp")
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    assert f"rows: {ROWS} (source, ExampleGen and statistics agree)" in result.stdout
+    assert states(result.stdout)[build.TRAINER] == "executed"
