@@ -210,3 +210,31 @@ def classify_or_regress(config, n: int):
                 request.input.example_list.examples.add().ParseFromString(record)
             by_grpc = call(request, timeout=30).result
     return by_rest, by_grpc, expected
+
+
+def assert_batch_matches_rest(config, table) -> None:
+    """`skewless predict-batch`'s output table = the served model's REST answers for its rows.
+
+    A vector output (multiclass `scores`) is written as columns `<name>_0`, `<name>_1`, ...
+    """
+    from skewless.serving.client import RestClient
+    from skewless.transforms.signatures import MISSING_INT64
+
+    signature = pushed_model(config).signatures["serving_default"]
+    _, specs = signature.structured_input_signature
+    missing = {tf.string: "", tf.int64: MISSING_INT64}
+    requests = [{name: (row[name] if row.get(name) is not None
+                        else missing.get(spec.dtype, float("nan")))
+                 for name, spec in specs.items()} for row in table.to_pylist()]
+    with serving(config) as server, RestClient(port=server.rest_port) as rest:
+        online = rest.predict(config.serving.model_name, requests)
+    assert set(online) == set(signature.structured_outputs)
+    for key, value in online.items():
+        value = value.reshape(table.num_rows, -1)
+        columns = [key] if key in table.column_names else [
+            f"{key}_{i}" for i in range(value.shape[1])]
+        batch = np.stack([table.column(c).to_numpy() for c in columns], 1)
+        if value.dtype.kind == "f":
+            np.testing.assert_allclose(batch.astype(float), value, rtol=1e-6, atol=1e-6)
+        else:
+            assert _texts(batch).tolist() == _texts(value).tolist(), key

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from tests.pipeline.helpers import (
     versions,
 )
 from tests.pipeline.parity import (
+    assert_batch_matches_rest,
     assert_served_predictions_match,
     assert_signatures_agree,
     assert_transform_parity,
@@ -210,3 +212,30 @@ def test_regression_worse_than_its_baseline_by_more_than_max_increase_is_not_pus
     assert "max increase 5.0000" in line
     assert "blessed: NO" in result.stdout
     assert versions(config.model_push_dir) == before
+
+
+def test_batch_predictions_equal_online_rest_predictions(run):
+    """predict-batch scores new rows (the label column dropped) as `skewless serve` answers them,
+    missing values included, for every task."""
+    import pyarrow.parquet as pq
+
+    _, config, _, _, workdir = run
+    with Path(config.data.path).open(newline="") as f:
+        reader = csv.DictReader(f)
+        names = [n for n in reader.fieldnames if n != config.label.column]
+        rows = list(itertools.islice(reader, 120))
+    new = workdir / "new" / "tonight.csv"
+    new.parent.mkdir()
+    with new.open("w", newline="") as f:
+        writer = csv.DictWriter(f, names, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    output = workdir / "scored" / "predictions.parquet"
+    result = skewless("predict-batch", "--config", str(config.source), "--data", str(new),
+                      "--output", str(output), tmpdir=workdir / "tmp")
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    assert f"rows in: {len(rows)}, rows out: {len(rows)}" in result.stdout
+    table = pq.read_table(output)
+    assert table.num_rows == len(rows)
+    assert set(names) <= set(table.column_names)
+    assert_batch_matches_rest(config, table)
