@@ -16,16 +16,22 @@ from typing import Any
 from absl import logging
 from tfx import types
 from tfx.components.pusher import executor as tfx_pusher
+from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 
-def existing_versions(base: Path) -> list[int]:
-    """The integer versions under a model base path, as TF Serving sees them."""
-    if not base.is_dir():
+def existing_versions(base: str | os.PathLike) -> list[int]:
+    """The integer versions under a model base path (any filesystem TFX reads), oldest first, as
+    TF Serving sees them."""
+    base = os.fspath(base)
+    if not fileio.isdir(base):
         return []
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+    names = (name.rstrip("/") for name in fileio.listdir(base))
+    return sorted(
+        int(name) for name in names if name.isdigit() and fileio.isdir(os.path.join(base, name))
+    )
 
 
 def next_version(base: Path, now: float | None = None) -> int:

@@ -14,6 +14,7 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from skewless.components.pusher.executor import existing_versions
 from skewless.transforms.signatures import SCHEMA_FILE, SERVING, SERVING_DEFAULT
 
 MODEL_BASE_PATH_KEY = "model_base_path"
@@ -29,21 +30,13 @@ class ModelVersionError(ValueError):
     """The requested model version is not pushed, or is not a model skewless can score with."""
 
 
-def pushed_versions(model_base_path: str) -> list[int]:
-    """The integer versions under a model base path, oldest first (hidden folders skipped)."""
-    if not tf.io.gfile.isdir(model_base_path):
-        return []
-    names = (n.rstrip("/") for n in tf.io.gfile.listdir(model_base_path))
-    return sorted(int(n) for n in names if n.isdigit())
-
-
 def resolve_version(model_base_path: str, version: int | None) -> tuple[int, str]:
     """The version to use (the newest when None) and its folder.
 
     Raises:
         ModelVersionError: nothing is pushed there, or not that version.
     """
-    versions = pushed_versions(model_base_path)
+    versions = existing_versions(model_base_path)
     if not versions:
         raise ModelVersionError(f"no model version is pushed in {model_base_path}")
     if version is None:
