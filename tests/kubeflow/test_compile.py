@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,9 @@ from click.testing import CliRunner
 
 from skewless.pipeline.config import ConfigError, load_config, parse_config
 from tests.conftest import REPO, TAXI_CONFIG
+from tests.kubeflow.compiled import assert_kfp_takes, compile_with_cli, normalised
 
 COMMITTED = REPO / "kubeflow" / "taxi-pipeline.yaml"
-
-
-def _normalised(text: str) -> str:
-    # The only field that changes without a change of ours: the compiling TFX's version.
-    return re.sub(r"(?m)^sdkVersion: .*$", "sdkVersion: <tfx>", text)
 
 
 def _variant(tmp_path: Path, **sections) -> object:
@@ -41,15 +36,7 @@ def _compile(config, folder: Path, target: str = "kubeflow") -> tuple[str, list[
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> tuple[Path, str, dict, dict]:
     """configs/taxi.yaml compiled as `skewless compile` does: (file, text, spec, platform)."""
-    folder = tmp_path_factory.mktemp("compiled")
-    result = CliRunner().invoke(
-        _cli(), ["compile", "--config", str(TAXI_CONFIG), "--output-dir", str(folder)]
-    )
-    assert result.exit_code == 0, result.output
-    path = folder / "taxi-pipeline.yaml"
-    text = path.read_text()
-    spec, platform = yaml.safe_load_all(text)
-    return path, text, spec, platform
+    return compile_with_cli(TAXI_CONFIG, tmp_path_factory.mktemp("compiled"), "taxi-pipeline.yaml")
 
 
 def _cli():
@@ -61,36 +48,25 @@ def _cli():
 def test_compile_regenerates_the_committed_spec(compiled):
     _, text, _, _ = compiled
     assert COMMITTED.is_file(), "run: skewless compile --config configs/taxi.yaml"
-    assert _normalised(text) == _normalised(COMMITTED.read_text()), (
+    assert normalised(text) == normalised(COMMITTED.read_text()), (
         "kubeflow/taxi-pipeline.yaml is stale: run skewless compile --config configs/taxi.yaml"
     )
 
 
-def test_spec_parses_strictly_into_kfp_protos(compiled):
+def test_spec_parses_strictly_and_loads_in_kfp(compiled):
     from google.protobuf import json_format
     from kfp.pipeline_spec import pipeline_spec_pb2
 
-    _, _, spec, platform = compiled
-    parsed = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
-    assert parsed.pipeline_info.name == "taxi"
-    assert parsed.schema_version == "2.1.0"
-    json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
+    path, _, spec, platform = compiled
+    assert_kfp_takes(path, spec, platform, "taxi", {"data_root", "train_args", "eval_args"})
     broken = {**spec, "deploymentSpecs": spec["deploymentSpec"]}
     with pytest.raises(json_format.ParseError):
         json_format.ParseDict(broken, pipeline_spec_pb2.PipelineSpec())
 
 
-def test_kfp_loaders_accept_the_yaml_and_reject_vertex_json(compiled, tmp_path):
-    from kfp import components
+def test_kfp_loaders_reject_the_vertex_json(tmp_path):
     from kfp.client import client
 
-    path, _, _, _ = compiled
-    component = components.load_component_from_file(str(path))
-    assert component.name == "taxi"
-    assert set(component.component_spec.inputs) == {"data_root", "train_args", "eval_args"}
-    doc = client._extract_pipeline_yaml(str(path))  # what kfp.Client uses to upload and run
-    assert doc.pipeline_spec.default_pipeline_root == "minio://mlpipeline/v2/artifacts"
-    assert "kubernetes" in doc.platform_spec.platforms
     vertex = _variant(tmp_path, kubeflow={"pipeline_root": "gs://bucket/root"})
     vertex_path = tmp_path / "out" / "taxi-pipeline.json"
     _compile(vertex, vertex_path.parent, "vertex")
