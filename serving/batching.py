@@ -7,10 +7,17 @@ signature, fed and fetched tensors, trailing shapes and dtypes); a queue holds a
 ``max_enqueued_batches`` batches, the open one included; a batch is run when it is full, or
 when a batch thread is free and its oldest task has waited ``batch_timeout_micros``; a task
 that does not fit a full queue is rejected at once with UNAVAILABLE.
+
+Submitted from an event loop (``loop=``), a task's future is an asyncio future: the batch threads
+are woken once per loop iteration rather than once per task, so that the requests read in one
+iteration share a batch, and a batch settles all its futures with one hand-off to the loop. Each
+cross-thread wake-up is a system call that holds the GIL; per request they cost more than the
+front end's own work.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import threading
 import time
@@ -105,8 +112,44 @@ def batch_key(base: Hashable, inputs: Sequence[np.ndarray]) -> Hashable:
 class _Task:
     inputs: list[np.ndarray]
     size: int
-    future: Future
+    future: Future | asyncio.Future
     enqueued: float
+
+
+def _start(future: Future | asyncio.Future) -> bool:
+    """Whether a task is still wanted (not cancelled); a concurrent future is marked running."""
+    if isinstance(future, Future):
+        return future.set_running_or_notify_cancel()
+    return not future.cancelled()
+
+
+def _settle_on_loop(outcomes: list[tuple[asyncio.Future, object, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        if future.done():  # cancelled while its batch ran
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
+def _settle(tasks: Sequence[_Task], results: Sequence[object], error: BaseException | None) -> None:
+    """Completes the futures: concurrent ones here, asyncio ones with one hand-off per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for task, result in zip(tasks, results, strict=True):
+        future = task.future
+        if isinstance(future, Future):
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+        else:
+            by_loop.setdefault(future.get_loop(), []).append((future, result, error))
+    for loop, outcomes in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_on_loop, outcomes)
+        except RuntimeError:  # the loop is closed: nobody awaits these any more
+            pass
 
 
 @dataclass(eq=False)
@@ -182,6 +225,7 @@ class BatchScheduler:
         self._timeout = config.batch_timeout_micros / 1e6
         self._chunk = config.execution_batch_size
         self._closed = False
+        self._wake_pending: set[asyncio.AbstractEventLoop] = set()
         self._threads = [
             threading.Thread(target=self._work, name=f"{config.thread_pool_name}-{i}",
                              daemon=True)
@@ -205,7 +249,8 @@ class BatchScheduler:
         inputs: list[np.ndarray],
         size: int,
         model_label: str = "",
-    ) -> Future:
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Future | asyncio.Future:
         """Queues one task; its future resolves to the task's own output arrays.
 
         Args:
@@ -214,6 +259,8 @@ class BatchScheduler:
             inputs: The task's input arrays, batch-first.
             size: The task's batch size.
             model_label: The model name, for metrics.
+            loop: The running event loop, when called from it: the future is then an asyncio
+                future (a concurrent one for a task split into pieces).
 
         Returns:
             A future of the output arrays; cancelling it drops the task if not yet running.
@@ -223,7 +270,7 @@ class BatchScheduler:
                 task larger than the batch size when splitting is off.
         """
         if size <= self._chunk:
-            return self._enqueue([(key, run, inputs, size, model_label)])[0]
+            return self._enqueue([(key, run, inputs, size, model_label)], loop)[0]
         if not self._config.enable_large_batch_splitting:
             raise invalid_argument(
                 f"Task size {size} is larger than maximum input batch size "
@@ -234,25 +281,37 @@ class BatchScheduler:
             [(key, run, piece, piece[0].shape[0], model_label) for piece in pieces]
         ))
 
-    def _enqueue(self, tasks: list[tuple]) -> list[Future]:
-        futures = []
+    def _enqueue(
+        self, tasks: list[tuple], loop: asyncio.AbstractEventLoop | None = None
+    ) -> list[Future | asyncio.Future]:
         with self._condition:
             if self._closed:
                 raise unavailable("The batch scheduler is shutting down")
             placed: list[tuple[_Batch, _Task]] = []
             try:
                 for key, run, inputs, size, label in tasks:
-                    placed.append(self._place(key, run, inputs, size, label))
+                    future = loop.create_future() if loop is not None else Future()
+                    placed.append(self._place(key, run, inputs, size, label, future))
             except ServingError:
                 for batch, task in placed:  # all or nothing for a split task
                     batch.tasks.remove(task)
                     batch.size -= task.size
                 raise
             futures = [task.future for _, task in placed]
-            self._condition.notify(len(futures))
+            if loop is None:
+                self._condition.notify(len(futures))
+        if loop is not None and loop not in self._wake_pending:
+            self._wake_pending.add(loop)
+            loop.call_soon(self._wake, loop)
         return futures
 
-    def _place(self, key, run, inputs, size, label) -> tuple[_Batch, _Task]:
+    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wakes the batch threads once for all the tasks a loop iteration submitted."""
+        self._wake_pending.discard(loop)
+        with self._condition:
+            self._condition.notify(len(self._threads))
+
+    def _place(self, key, run, inputs, size, label, future) -> tuple[_Batch, _Task]:
         queue_key = batch_key(key, inputs)
         queue = self._queues.get(queue_key)
         if queue is None:
@@ -269,7 +328,7 @@ class BatchScheduler:
                 batch.closed = True
             batch = _Batch(deadline=now + self._timeout)
             batches.append(batch)
-        task = _Task(inputs, size, Future(), now)
+        task = _Task(inputs, size, future, now)
         batch.tasks.append(task)
         batch.size += size
         if batch.size >= self._chunk:
@@ -305,7 +364,7 @@ class BatchScheduler:
 
     def _process(self, queue: _Queue, batch: _Batch) -> None:
         started = time.monotonic()
-        live = [t for t in batch.tasks if t.future.set_running_or_notify_cancel()]
+        live = [t for t in batch.tasks if _start(t.future)]
         if not live:
             return
         sizes = [t.size for t in live]
@@ -315,15 +374,12 @@ class BatchScheduler:
             merged = pad_inputs(merge_inputs([t.inputs for t in live]), total, target)
             outputs = split_outputs(queue.run(merged), sizes)
         except ServingError as error:
-            for task in live:
-                task.future.set_exception(error)
+            _settle(live, [None] * len(live), error)
             return
         except Exception as error:  # noqa: BLE001 - reported to every caller of the batch
             failure = ServingError(_internal(), f"{type(error).__name__}: {error}")
-            for task in live:
-                task.future.set_exception(failure)
+            _settle(live, [None] * len(live), failure)
             return
-        for task, task_outputs in zip(live, outputs, strict=True):
-            task.future.set_result(task_outputs)
+        _settle(live, outputs, None)
         if self._on_batch is not None:
             self._on_batch(queue.model_label, total, target, [started - t.enqueued for t in live])

@@ -90,29 +90,25 @@ class InferenceService:
         finally:
             model.release()
 
-    def _submit(self, plan: inference.PlannedRun) -> Future | None:
-        """Queues a planned call for batching; None when it runs on its own."""
-        if self._scheduler is None or plan.size <= 0:
-            return None
-        key = (plan.model, plan.signature.name, plan.input_aliases, plan.output_aliases)
-        run = functools.partial(
-            _run_merged, plan.model, plan.signature, plan.input_aliases, plan.output_aliases
-        )
-        return self._scheduler.submit(key, run, plan.input_values, plan.size, plan.model.name)
-
     async def execute(self, plan: inference.PlannedRun) -> dict[str, np.ndarray]:
         """Runs a planned call from the event loop, batched when batching is on.
 
         Raises:
             ServingError: UNAVAILABLE when the batch queue is full, or the model's error.
         """
-        future = self._submit(plan)
-        if future is not None:
-            arrays = await asyncio.wrap_future(future)
-        else:
-            loop = asyncio.get_running_loop()
-            arrays = await loop.run_in_executor(self._executor, plan.run)
-        return plan.outputs(arrays)
+        loop = asyncio.get_running_loop()
+        if self._scheduler is None or plan.size <= 0:
+            return plan.outputs(await loop.run_in_executor(self._executor, plan.run))
+        key = (plan.model, plan.signature.name, plan.input_aliases, plan.output_aliases)
+        run = functools.partial(
+            _run_merged, plan.model, plan.signature, plan.input_aliases, plan.output_aliases
+        )
+        future = self._scheduler.submit(
+            key, run, plan.input_values, plan.size, plan.model.name, loop=loop
+        )
+        if isinstance(future, Future):  # a task split into pieces
+            future = asyncio.wrap_future(future)
+        return plan.outputs(await future)
 
     async def predict(
         self,
