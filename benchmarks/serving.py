@@ -5,7 +5,10 @@ Cells, measured one after the other on the same machine:
 - ``skewless serve`` with batching, over REST and over gRPC, single-row requests at concurrency 64
   (and with ``--workers 2`` too when ``skewless serve`` has that flag);
 - the peer: a FastAPI + uvicorn app serving the same ``serving_default``
-  (``benchmarks/fastapi_peer.py``) with 1 and with 2 workers, over REST, same load.
+  (``benchmarks/fastapi_peer.py``) with 1 and with 2 workers, over REST, same load;
+- the gRPC floor: a ``grpc.aio`` PredictionService that answers every request with a stored
+  response and does no work (``benchmarks/grpc_floor.py``), the ceiling of any Python gRPC front
+  end under the same load.
 
 Every server runs as its own process, started by its own command line, so each cell pays the same
 process and socket costs. Load comes from ``skewless.serving.load_generator`` worker processes
@@ -20,6 +23,7 @@ Without ``--model_base_path`` it serves ``artifacts/serving/taxi`` (``make demo`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -129,6 +133,27 @@ def in_process_rows_per_s(model_dir: str, rows: list[dict], seconds: float):
     return rates, sorted(specs)
 
 
+def _stored_response(target) -> str:
+    """A file holding the PredictResponse the server gives for the target's first request."""
+    import grpc
+
+    with grpc.insecure_channel(f"{target.host}:{target.port}") as channel:
+        call = channel.unary_unary(target.path)
+        answer = call(target.bodies[0], timeout=30)
+    path = Path(tempfile.mkdtemp(prefix="skewless-bench-")) / "response.pb"
+    path.write_bytes(answer)
+    return str(path)
+
+
+def _wait_for_grpc(process, port: int, timeout: float = 60) -> None:
+    import grpc
+
+    if process.poll() is not None:
+        raise RuntimeError(f"server exited with {process.returncode}: {process.args}")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+
+
 def serve_has_workers() -> bool:
     """Whether this checkout's ``skewless serve`` has ``--workers``."""
     from click.testing import CliRunner
@@ -202,6 +227,18 @@ def main(argv: list[str] | None = None) -> int:
                         "processes": workers, "rows_per_request": 1,
                         "concurrency": CONCURRENCY,
                         **measure(target, args.duration, args.warmup, args.processes)})
+            if workers == 1:
+                floor_response = _stored_response(target)
+
+    port = free_port()
+    command = [sys.executable, str(REPO / "benchmarks" / "grpc_floor.py"), f"--port={port}",
+               f"--response={floor_response}"]
+    with server_process(command) as process:
+        target = dataclasses.replace(target, port=port)
+        _wait_for_grpc(process, port)
+        record({"server": "grpc.aio floor (empty handler)", "transport": "grpc",
+                "processes": 1, "rows_per_request": 1, "concurrency": CONCURRENCY,
+                **measure(target, args.duration, args.warmup, args.processes)})
 
     for workers in (1, 2):
         port = free_port()
@@ -258,6 +295,11 @@ def comparisons(cells: list[dict]) -> list[dict]:
                                          f"({processes} proc each)",
                                "value": cell["p99_ms"] / peer["p99_ms"], "threshold": 1.0,
                                "at_most": True, "ratio": True})
+    floor = _find(cells, "grpc.aio floor", "grpc", 1)
+    if floor is not None:  # whether any Python gRPC front end could meet the target here
+        checks.append({"target": "grpc.aio floor (no work at all) >= 3x in-process batch-1 "
+                                 "rows/s", "value": floor["rows_per_s"] / batch_1["rows_per_s"],
+                       "threshold": 3.0})
     for check in checks:
         at_most = check.get("at_most", False)
         check["met"] = (check["value"] <= check["threshold"] if at_most
