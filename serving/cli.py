@@ -72,6 +72,14 @@ def _flag(name: str, help_text: str, default: bool = False):
               help="Server processes sharing the ports (SO_REUSEPORT), each with its own model "
                    "and batcher; /monitoring shows their totals.")
 @_flag("reuse_port", "Bind with SO_REUSEPORT (set for each worker by --workers).")
+@click.option("--request_log_max_file_bytes", type=int, default=64 * 1024 * 1024,
+              show_default=True,
+              help="A request log file (logging_config in --model_config_file) is complete at "
+                   "this size.")
+@click.option("--request_log_max_file_seconds", type=float, default=300.0, show_default=True,
+              help="... or this many seconds after its first record.")
+@click.option("--request_log_queue_records", type=int, default=10_000, show_default=True,
+              help="Log records that may wait for the writer; more are dropped and counted.")
 def serve(**flags) -> None:
     """Serve SavedModels over TF Serving's gRPC and REST APIs."""
     _configure_logging()
@@ -104,6 +112,7 @@ def options_from_flags(**flags):
     Raises:
         ConfigError: A flag or config file is invalid; the message names it.
     """
+    from skewless.serving.request_log import FileLimits
     from skewless.serving.server import ServerOptions
 
     if flags["model_config_file"]:
@@ -128,6 +137,10 @@ def options_from_flags(**flags):
         raise ConfigError("--port must not be 0")
     if flags["model_config_file_poll_wait_seconds"] < 0:
         raise ConfigError("--model_config_file_poll_wait_seconds must not be negative")
+    for name in ("request_log_max_file_bytes", "request_log_max_file_seconds",
+                 "request_log_queue_records"):
+        if flags[name] <= 0:
+            raise ConfigError(f"--{name} must be positive, got {flags[name]:g}")
     return ServerOptions(
         models=models,
         host=flags["host"],
@@ -145,6 +158,10 @@ def options_from_flags(**flags):
         tensorflow_intra_op_parallelism=flags["tensorflow_intra_op_parallelism"],
         tensorflow_inter_op_parallelism=flags["tensorflow_inter_op_parallelism"],
         reuse_port=flags.get("reuse_port", False),
+        request_log_limits=FileLimits(
+            flags["request_log_max_file_bytes"], flags["request_log_max_file_seconds"]
+        ),
+        request_log_queue_records=flags["request_log_queue_records"],
     )
 
 

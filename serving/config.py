@@ -18,7 +18,7 @@ from typing import Literal, TypeVar
 
 from google.protobuf import message as pb_message
 from google.protobuf import text_format
-from tensorflow_serving.config import model_server_config_pb2
+from tensorflow_serving.config import logging_config_pb2, model_server_config_pb2
 
 from skewless.serving import monitoring_config_pb2, session_bundle_config_pb2
 
@@ -46,6 +46,59 @@ class VersionPolicy:
     versions: tuple[int, ...] = ()
 
 
+COLLECTOR_TYPE = "tfrecord"  # the request log collector `skewless serve` has
+
+
+class LoggingConfigError(ConfigError):
+    """A model's ``logging_config`` cannot be used; the message names what is wrong."""
+
+
+@dataclass(frozen=True)
+class LoggingSpec:
+    """One model's request logging, from its ``logging_config``.
+
+    Attributes:
+        filename_prefix: Path prefix of the log files (its folder is created).
+        sampling_rate: Share of requests logged, in [0, 1].
+        sampling_config: The serialized ``SamplingConfig``, copied into each record's metadata.
+    """
+
+    filename_prefix: str
+    sampling_rate: float
+    sampling_config: bytes = b""
+
+
+def logging_spec(proto: logging_config_pb2.LoggingConfig, where: str) -> LoggingSpec:
+    """Checks a ``logging_config`` entry.
+
+    Raises:
+        LoggingConfigError: Another collector type, no ``filename_prefix``, or a sampling rate
+            outside [0, 1].
+    """
+    collector = proto.log_collector_config
+    if collector.type != COLLECTOR_TYPE:
+        # TF Serving's own words (core/log_collector.cc), and what skewless has instead.
+        raise LoggingConfigError(
+            f"{where}: Cannot find LogCollector::Factory for type: {collector.type!r} "
+            f"(skewless serve writes type {COLLECTOR_TYPE!r})"
+        )
+    if not collector.filename_prefix:
+        raise LoggingConfigError(
+            f"{where}: logging_config.log_collector_config.filename_prefix is required"
+        )
+    rate = proto.sampling_config.sampling_rate
+    if not 0.0 <= rate <= 1.0:
+        raise LoggingConfigError(
+            f"{where}: logging_config.sampling_config.sampling_rate must be between 0 and 1, "
+            f"got {rate:g}"
+        )
+    return LoggingSpec(
+        filename_prefix=os.path.abspath(collector.filename_prefix),
+        sampling_rate=rate,
+        sampling_config=proto.sampling_config.SerializeToString(deterministic=True),
+    )
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """One served model, as in a ``ModelConfig`` entry of a ``ModelServerConfig``.
@@ -55,12 +108,14 @@ class ModelConfig:
         base_path: Absolute folder holding one sub-folder per integer version.
         version_policy: Which versions to serve.
         version_labels: Label to version, e.g. ``{"stable": 1, "canary": 2}``.
+        logging: Request logging (``logging_config``), or None.
     """
 
     name: str
     base_path: str
     version_policy: VersionPolicy = VersionPolicy()
     version_labels: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    logging: LoggingSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -197,11 +252,18 @@ def model_configs_from_proto(
                 base_path=os.path.abspath(entry.base_path),
                 version_policy=_version_policy(entry.model_version_policy, where),
                 version_labels=MappingProxyType(_version_labels(entry.version_labels, where)),
+                logging=_logging(entry, where),
             )
         )
     if not models:
         raise ConfigError(f"{source}: model_config_list has no models")
     return tuple(models)
+
+
+def _logging(entry, where: str) -> LoggingSpec | None:
+    if not entry.HasField("logging_config"):
+        return None
+    return logging_spec(entry.logging_config, where)
 
 
 def _version_policy(policy, where: str) -> VersionPolicy:

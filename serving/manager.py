@@ -105,6 +105,8 @@ class ModelManager:
         config_file: The ``--model_config_file`` the models came from, re-read every
             ``config_file_poll_seconds`` when that is positive.
         config_file_poll_seconds: Seconds between re-reads of ``config_file``; 0 never re-reads.
+        on_change: Called with the model configs after a version is loaded or unloaded and after
+            a config reload (the server completes its request log files then).
     """
 
     def __init__(
@@ -116,7 +118,9 @@ class ModelManager:
         enable_warmup: bool = True,
         config_file: str = "",
         config_file_poll_seconds: float = 0.0,
+        on_change: Callable[[tuple[ModelConfig, ...]], None] | None = None,
     ) -> None:
+        self._on_change = on_change
         self._records: dict[str, _ModelRecord] = {m.name: _ModelRecord(m) for m in models}
         self._poll_seconds = poll_seconds
         self._session_config = session_config
@@ -323,6 +327,8 @@ class ModelManager:
                 MappingProxyType(self._labels.get(name, {})),
             )
         self._routes = routes
+        if self._on_change is not None:
+            self._on_change(tuple(record.config for record in self._records.values()))
 
     def reload_config(self, models: tuple[ModelConfig, ...]) -> None:
         """Replaces the model config: adds, updates and removes models (HandleReloadConfig).

@@ -1,6 +1,7 @@
 """Prometheus metrics with TF Serving's names (``/tensorflow/serving/...`` as ``:tensorflow:...``).
 
-Request count and latency by model, API, entrypoint and status; batch sizes, padding and queueing
+Request count and latency by model, API, entrypoint and status; request log records by model
+and status code; batch sizes, padding and queueing
 latency of the batching layer. Each server has its own registry.
 
 Under ``skewless serve --workers N`` each process writes its values to files in
@@ -83,6 +84,13 @@ class ServingMetrics:
             buckets=exponential_buckets(100, 1.2, 52),
             registry=self.registry,
         )
+        self.request_log_count = Counter(
+            ":tensorflow:serving:request_log_count",
+            "The total number of requests logged from the model server sliced down by "
+            "model_name and status code.",
+            ["model_name", "status_code"],
+            registry=self.registry,
+        )
         self._request_children: dict[tuple, tuple] = {}
 
     def record_request(
@@ -96,6 +104,10 @@ class ServingMetrics:
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds * 1e6)
+
+    def count_request_logs(self, model: str, status_code: str, count: int) -> None:
+        """Counts logged (OK), dropped (RESOURCE_EXHAUSTED) or failed (INTERNAL) log records."""
+        self.request_log_count.labels(model, status_code).inc(count)
 
     def batch_recorder(self, thread_pool_name: str):
         """A callback for the batch scheduler that records one processed batch."""

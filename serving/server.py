@@ -21,9 +21,15 @@ from aiohttp import web
 
 from skewless.serving import grpc_server
 from skewless.serving.batching import BatchScheduler
-from skewless.serving.config import BatchingConfig, ModelConfig, MonitoringConfig
+from skewless.serving.config import (
+    BatchingConfig,
+    LoggingConfigError,
+    ModelConfig,
+    MonitoringConfig,
+)
 from skewless.serving.manager import ModelManager
 from skewless.serving.metrics import ServingMetrics
+from skewless.serving.request_log import DEFAULT_QUEUE_RECORDS, FileLimits, RequestLogs
 from skewless.serving.rest_server import RestApi
 from skewless.serving.service import InferenceService
 
@@ -58,6 +64,8 @@ class ServerOptions:
         num_request_threads: Threads running unbatched model calls (0: 4 per core).
         reuse_port: Bind with SO_REUSEPORT, so that several server processes share the ports
             (``skewless serve --workers N``) and the kernel spreads connections over them.
+        request_log_limits: When a request log file is complete (size, age).
+        request_log_queue_records: Log records that may wait for the writer; more are dropped.
     """
 
     models: tuple[ModelConfig, ...]
@@ -77,6 +85,8 @@ class ServerOptions:
     tensorflow_inter_op_parallelism: int = 0
     num_request_threads: int = 0
     reuse_port: bool = False
+    request_log_limits: FileLimits = field(default_factory=FileLimits)
+    request_log_queue_records: int = DEFAULT_QUEUE_RECORDS
 
 
 def _session_config(options: ServerOptions) -> tf.compat.v1.ConfigProto:
@@ -111,6 +121,11 @@ class ModelServer:
             self._scheduler = BatchScheduler(
                 options.batching, self.metrics.batch_recorder(options.batching.thread_pool_name)
             )
+        self.request_logs = RequestLogs(
+            options.request_log_limits,
+            options.request_log_queue_records,
+            self.metrics.count_request_logs,
+        )
         self.manager = ModelManager(
             options.models,
             poll_seconds=options.file_system_poll_wait_seconds,
@@ -118,8 +133,11 @@ class ModelServer:
             enable_warmup=options.enable_model_warmup,
             config_file=options.model_config_file,
             config_file_poll_seconds=options.model_config_file_poll_wait_seconds,
+            on_change=self._models_changed,
         )
-        self.service = InferenceService(self.manager, self._request_executor, self._scheduler)
+        self.service = InferenceService(
+            self.manager, self._request_executor, self._scheduler, self.request_logs
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -140,6 +158,7 @@ class ModelServer:
         """
         for model in self.options.models:
             logger.info("Adding model: %s (base path %s)", model.name, model.base_path)
+        self.request_logs.update({m.name: m.logging for m in self.options.models})
         self.manager.start()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -212,9 +231,17 @@ class ModelServer:
                 self._loop.close()
         if self._scheduler is not None:
             self._scheduler.close()
+        self.request_logs.close()
         self.manager.stop()
         self._request_executor.shutdown(wait=True)
         logger.info("Server stopped")
+
+    def _models_changed(self, models: tuple[ModelConfig, ...]) -> None:
+        """A hot reload: request logs follow the new configs, and open log files complete."""
+        try:
+            self.request_logs.update({m.name: m.logging for m in models})
+        except LoggingConfigError as error:
+            logger.error("Request logging unchanged: %s", error)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Blocks until :meth:`stop` is called; returns whether it was."""

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
@@ -17,6 +18,9 @@ from skewless.serving.batching import BatchScheduler
 from skewless.serving.errors import invalid_argument
 from skewless.serving.manager import ModelManager, VersionStatus
 from skewless.serving.servable import LoadedModel, Signature
+
+if TYPE_CHECKING:  # request_log builds responses with responses.py, which imports this module
+    from skewless.serving.request_log import RequestLogs
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class InferenceService:
         manager: Resolves model specs to loaded versions.
         executor: Runs unbatched model calls.
         scheduler: Merges concurrent calls into batches; None disables batching.
+        request_logs: Logs sampled requests of the models that have a ``logging_config``.
     """
 
     def __init__(
@@ -71,10 +76,12 @@ class InferenceService:
         manager: ModelManager,
         executor: Executor,
         scheduler: BatchScheduler | None = None,
+        request_logs: RequestLogs | None = None,
     ) -> None:
         self.manager = manager
         self._executor = executor
         self._scheduler = scheduler
+        self._request_logs = request_logs
 
     @contextmanager
     def acquired(self, spec: ModelSpec) -> Iterator[LoadedModel]:
@@ -124,6 +131,10 @@ class InferenceService:
         """
         plan = inference.plan_predict(model, signature, inputs, output_filter)
         outputs = await self.execute(plan)
+        if self._request_logs is not None:
+            self._request_logs.predict(
+                model.name, model.version, plan.signature.name, inputs, outputs, output_filter
+            )
         return Prediction(model.name, model.version, plan.signature.name, outputs)
 
     async def classify(
@@ -136,9 +147,11 @@ class InferenceService:
         """
         plan = inference.plan_classify(model, signature_name, request_input)
         outputs = await self.execute(plan)
-        return ExamplesAnswer(
+        answer = ExamplesAnswer(
             plan.signature.name, classify_regress.classification_result(plan.size, outputs)
         )
+        self._log_examples("classify", model, request_input, answer)
+        return answer
 
     async def regress(
         self, model: LoadedModel, signature_name: str, request_input: input_pb2.Input
@@ -150,9 +163,19 @@ class InferenceService:
         """
         plan = inference.plan_regress(model, signature_name, request_input)
         outputs = await self.execute(plan)
-        return ExamplesAnswer(
+        answer = ExamplesAnswer(
             plan.signature.name, classify_regress.regression_result(plan.size, outputs)
         )
+        self._log_examples("regress", model, request_input, answer)
+        return answer
+
+    def _log_examples(
+        self, api: str, model: LoadedModel, request_input: input_pb2.Input, answer: ExamplesAnswer
+    ) -> None:
+        if self._request_logs is not None:
+            self._request_logs.examples(
+                api, model.name, model.version, answer.signature_name, request_input, answer.result
+            )
 
     def status(self, spec: ModelSpec) -> list[VersionStatus]:
         """GetModelStatus for a spec.
