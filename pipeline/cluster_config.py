@@ -141,6 +141,20 @@ class ModelVolume(Section):
     storage_class: str | None = None
 
 
+class RequestLogging(Section):
+    """Request logs of the model server (TF Serving's `logging_config`) on a volume of their own.
+
+    The released `tensorflow_model_server` has no log collector, so with request logging on the
+    Deployment runs `skewless serve` (the pipeline image) with the same flags and ports.
+    """
+
+    sampling_rate: float = Field(default=0.1, ge=0, le=1)
+    claim_name: K8sName = "skewless-request-logs"
+    mount_path: AbsolutePath = "/logs"
+    size: Quantity = "10Gi"
+    storage_class: str | None = None
+
+
 class DeploymentSection(Section):
     """TensorFlow Serving on Kubernetes, and the serving files `skewless serve` reads too."""
 
@@ -154,6 +168,7 @@ class DeploymentSection(Section):
     prometheus_path: AbsolutePath = "/monitoring/prometheus/metrics"
     replicas: Replicas = Replicas()
     model_volume: ModelVolume = ModelVolume()
+    request_logging: RequestLogging | None = None  # off unless given
     gpu: ServingProfile = ServingProfile(
         batching=BatchingSection(num_batch_threads=4, max_batch_size=512,
                                  batch_timeout_micros=2000, max_enqueued_batches=4),

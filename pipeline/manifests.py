@@ -28,12 +28,14 @@ from skewless.pipeline.config import ConfigError
 from skewless.pipeline.files import write_text_atomically
 from skewless.pipeline.run_config import PipelineConfig
 from skewless.serving import monitoring_config_pb2, session_bundle_config_pb2
+from skewless.serving.config import COLLECTOR_TYPE
 
 Profile = Literal["gpu", "cpu"]
 PROFILES: tuple[Profile, ...] = ("gpu", "cpu")
 GRPC_PORT = 8500
 REST_PORT = 8501
 MODELS_FILE = "models.config"
+LOCAL_LOG_DIR = "request_logs"  # under serving.push_dir, for a local `skewless serve`
 BATCHING_FILE = "batching_parameters.txt"
 MONITORING_FILE = "monitoring.config"
 CONFIG_DIR = "/etc/tfserving/config"  # models.config and monitoring.config
@@ -70,9 +72,10 @@ def cluster_model_base_path(config: PipelineConfig) -> str:
 
 
 def models_config(
-    config: PipelineConfig, base_path: str
+    config: PipelineConfig, base_path: str, log_dir: str | None = None
 ) -> model_server_config_pb2.ModelServerConfig:
-    """The ModelServerConfig of the one model, with the version policy and labels."""
+    """The ModelServerConfig of the one model, with the version policy and labels, and with
+    request logging into `log_dir/<model>/` when `deployment.request_logging` is on."""
     deployment = config.deployment
     server_config = model_server_config_pb2.ModelServerConfig()
     model = server_config.model_config_list.config.add(
@@ -87,6 +90,14 @@ def models_config(
         policy.specific.versions.extend(deployment.versions)
     for label, version in sorted(deployment.version_labels.items()):
         model.version_labels[label] = version
+    logging = deployment.request_logging
+    if logging is not None and log_dir is not None:
+        name = config.serving.model_name
+        model.logging_config.log_collector_config.type = COLLECTOR_TYPE
+        model.logging_config.log_collector_config.filename_prefix = posixpath.join(
+            log_dir, name, name
+        )
+        model.logging_config.sampling_config.sampling_rate = logging.sampling_rate
     return server_config
 
 
@@ -110,20 +121,25 @@ def monitoring_config(config: PipelineConfig) -> monitoring_config_pb2.Monitorin
     return monitoring
 
 
-def serving_files(config: PipelineConfig, base_path: str, profile: Profile) -> dict[str, str]:
+def serving_files(
+    config: PipelineConfig, base_path: str, profile: Profile, log_dir: str | None = None
+) -> dict[str, str]:
     """The three text-format files TF Serving and `skewless serve` read, by file name.
 
     Args:
         config: the loaded config.
         base_path: the model's base path as the server sees it.
         profile: `gpu` or `cpu`, which batching parameters to use.
+        log_dir: where the server writes request logs, as it sees it (with request logging on).
 
     Returns:
         File name to content.
     """
     header = _comment(config)
     return {
-        MODELS_FILE: header + text_format.MessageToString(models_config(config, base_path)),
+        MODELS_FILE: header + text_format.MessageToString(
+            models_config(config, base_path, log_dir)
+        ),
         BATCHING_FILE: header + text_format.MessageToString(
             batching_parameters(getattr(config.deployment, profile))
         ),
@@ -158,10 +174,16 @@ def _deployment(config: PipelineConfig) -> dict:
         f"--batching_parameters_file={BATCHING_DIR}/{BATCHING_FILE}",
         f"--monitoring_config_file={CONFIG_DIR}/{MONITORING_FILE}",
     ]
+    image, command = f"{IMAGE}:{d.tf_serving_version}", ["tensorflow_model_server"]
+    if d.request_logging is not None:
+        # The released tensorflow_model_server refuses any logging_config ("No
+        # request-logger-creator provided"): skewless serve takes the same flags and logs.
+        image, command = config.kubeflow.image, ["skewless", "serve"]
+        args.append("--host=0.0.0.0")
     container = {
         "name": CONTAINER,
-        "image": f"{IMAGE}:{d.tf_serving_version}",
-        "command": ["tensorflow_model_server"],
+        "image": image,
+        "command": command,
         "args": args,
         "ports": [
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
@@ -192,6 +214,20 @@ def _deployment(config: PipelineConfig) -> dict:
             {"name": "batching", "mountPath": BATCHING_DIR, "readOnly": True},
         ],
     }
+    volumes = [
+        {
+            "name": "models",
+            "persistentVolumeClaim": {"claimName": d.model_volume.claim_name, "readOnly": True},
+        },
+        {"name": "config", "configMap": {"name": f"{name}-config"}},
+        {"name": "batching", "configMap": {"name": f"{name}-batching"}},
+    ]
+    if d.request_logging is not None:
+        container["volumeMounts"].append(
+            {"name": "request-logs", "mountPath": d.request_logging.mount_path}
+        )
+        volumes.append({"name": "request-logs",
+                        "persistentVolumeClaim": {"claimName": d.request_logging.claim_name}})
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "model-server"}
     return {
         "apiVersion": "apps/v1",
@@ -211,17 +247,7 @@ def _deployment(config: PipelineConfig) -> dict:
                 "spec": {
                     "containers": [container],
                     # Config maps are mounted as folders (not subPath) so edits reach the pod.
-                    "volumes": [
-                        {
-                            "name": "models",
-                            "persistentVolumeClaim": {
-                                "claimName": d.model_volume.claim_name,
-                                "readOnly": True,
-                            },
-                        },
-                        {"name": "config", "configMap": {"name": f"{name}-config"}},
-                        {"name": "batching", "configMap": {"name": f"{name}-batching"}},
-                    ],
+                    "volumes": volumes,
                 },
             },
         },
@@ -293,10 +319,12 @@ def _autoscaler_metrics(replicas) -> list[dict]:
     return metrics
 
 
-def _claim(config: PipelineConfig) -> dict:
-    volume = config.deployment.model_volume
+def _claim(config: PipelineConfig, volume=None) -> dict:
+    """The model volume's claim, or another volume's (the request logs')."""
+    volume = volume or config.deployment.model_volume
     spec = {
-        # The pipeline's Pusher writes versions, every serving replica reads them.
+        # The pipeline's Pusher writes versions, every serving replica reads them (and every
+        # replica writes request logs that the monitor reads).
         "accessModes": ["ReadWriteMany"],
         "resources": {"requests": {"storage": volume.size}},
     }
@@ -346,11 +374,16 @@ def manifest_files(config: PipelineConfig) -> dict[str, str]:
     check_cluster_config(config)
     name = app_name(config)
     base_path = cluster_model_base_path(config)
+    logging = config.deployment.request_logging
+    log_dir = logging.mount_path if logging is not None else None
+    resources = ["pvc.yaml", "deployment.yaml", "service.yaml", "hpa.yaml"]
+    if logging is not None:
+        resources.insert(1, "request-logs-pvc.yaml")
     files = {
         "base/kustomization.yaml": _yaml(config, {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
-            "resources": ["pvc.yaml", "deployment.yaml", "service.yaml", "hpa.yaml"],
+            "resources": resources,
             "configMapGenerator": [{"name": f"{name}-config",
                                     "files": [MODELS_FILE, MONITORING_FILE]}],
         }),
@@ -359,8 +392,10 @@ def manifest_files(config: PipelineConfig) -> dict[str, str]:
         "base/service.yaml": _yaml(config, _service(config)),
         "base/hpa.yaml": _yaml(config, _autoscaler(config)),
     }
+    if logging is not None:
+        files["base/request-logs-pvc.yaml"] = _yaml(config, _claim(config, logging))
     for profile in PROFILES:
-        texts = serving_files(config, base_path, profile)
+        texts = serving_files(config, base_path, profile, log_dir)
         # models.config and monitoring.config do not depend on the profile.
         files[f"base/{MODELS_FILE}"] = texts[MODELS_FILE]
         files[f"base/{MONITORING_FILE}"] = texts[MONITORING_FILE]
@@ -418,7 +453,8 @@ def write_local_serving_files(config: PipelineConfig, profile: Profile = "cpu") 
     except OSError as exc:
         raise ConfigError(f"{config.source}: serving.push_dir: {exc.strerror}: {folder}") from None
     written = {}
-    for name, text in serving_files(config, str(config.model_push_dir), profile).items():
+    log_dir = str(folder / LOCAL_LOG_DIR) if config.deployment.request_logging else None
+    for name, text in serving_files(config, str(config.model_push_dir), profile, log_dir).items():
         write_text_atomically(folder / name, text)
         written[name] = folder / name
     return written

@@ -265,9 +265,59 @@ def test_config_values_change_the_files(tmp_path):
          r"deployment\.model_volume\.claim_name: expected a Kubernetes name: lowercase letters, "
          r"digits and '-', starting and ending with a letter or digit, at most 63 characters, "
          r"got 'Models_PVC'"),
+        ({"request_logging": {"sampling_rate": 1.5}},
+         r"deployment\.request_logging\.sampling_rate: .*less than or equal to 1"),
     ],
 )
 def test_bad_deployment_section_gives_one_line_errors(tmp_path, section, message):
     with pytest.raises(ConfigError, match=message) as error:
         _variant(tmp_path, deployment=section)
     assert "\n" not in str(error.value)
+
+
+def test_request_logging_runs_skewless_serve_with_a_log_volume(tmp_path):
+    from skewless.serving.cli import serve
+
+    config = _variant(tmp_path, deployment={"request_logging": {"sampling_rate": 0.25}},
+                      kubeflow={"image": "registry.example.com/skewless:1.2.0"})
+    folder = tmp_path / "manifests"
+    write_manifests(config, folder)
+    resources = kustomize(folder / "overlays" / "cpu")
+    for resource in resources:
+        kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+    claims = {r["metadata"]["name"] for r in resources if r["kind"] == "PersistentVolumeClaim"}
+    assert claims == {"skewless-models", "skewless-request-logs"}
+    [container] = _one(resources, "Deployment")["spec"]["template"]["spec"]["containers"]
+    # tensorflow_model_server refuses any logging_config; skewless serve takes the same flags.
+    assert container["image"] == "registry.example.com/skewless:1.2.0"
+    assert container["command"] == ["skewless", "serve"]
+    assert "--host=0.0.0.0" in container["args"]
+    serve.make_context("serve", list(container["args"]))  # every flag is one serve knows
+    assert {"name": "request-logs", "mountPath": "/logs"} in container["volumeMounts"]
+    [config_map] = [r for r in resources if r["kind"] == "ConfigMap"
+                    and "models.config" in r["data"]]
+    (tmp_path / "models.config").write_text(
+        config_map["data"]["models.config"].replace("/models/taxi", str(tmp_path)))
+    [served] = serve_config.load_model_config_file(str(tmp_path / "models.config"))
+    assert served.logging == serve_config.LoggingSpec(
+        "/logs/taxi/taxi", 0.25, served.logging.sampling_config)
+
+
+@pytest.mark.e2e
+def test_local_serving_files_with_request_logging_write_logs_when_served(tmp_path, tf_tmpdir):
+    from skewless.pipeline.manifests import write_local_serving_files
+    from skewless.serving.client import RestClient
+    from skewless.serving.server import ModelServer, ServerOptions
+    from tests.serving import example_models
+
+    config = _variant(tmp_path, deployment={"request_logging": {"sampling_rate": 1.0}},
+                      serving={"push_dir": str(tmp_path / "serving")})
+    example_models.export_taxi_model(str(config.model_push_dir / "1"))
+    files = write_local_serving_files(config)
+    options = ServerOptions(
+        models=serve_config.load_model_config_file(str(files["models.config"])),
+        port=0, rest_api_port=0, file_system_poll_wait_seconds=0)
+    with ModelServer(options) as server, RestClient(port=server.rest_port) as client:
+        client.predict("taxi", example_models.taxi_rows(2))
+    [log] = (tmp_path / "serving" / "request_logs" / "taxi").glob("taxi-*.tfrecord")
+    assert log.stat().st_size > 0
