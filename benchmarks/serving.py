@@ -6,6 +6,8 @@ Cells, measured one after the other on the same machine:
   (and with ``--workers 2`` too when ``skewless serve`` has that flag);
 - the peer: a FastAPI + uvicorn app serving the same ``serving_default``
   (``benchmarks/fastapi_peer.py``) with 1 and with 2 workers, over REST, same load;
+- ``skewless serve`` logging every request (``logging_config`` at sampling rate 1.0), over
+  REST and gRPC, for the cost of request logging;
 - the gRPC floor: a ``grpc.aio`` PredictionService that answers every request with a stored
   response and does no work (``benchmarks/grpc_floor.py``), the ceiling of any Python gRPC front
   end under the same load.
@@ -133,6 +135,22 @@ def in_process_rows_per_s(model_dir: str, rows: list[dict], seconds: float):
     return rates, sorted(specs)
 
 
+LOGGING_CELL = "skewless serve (batching, request log 1.0)"
+
+
+def _logging_config(model_name: str, base: Path) -> Path:
+    """A model config file that logs every request (sampling 1.0) into a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="skewless-bench-"))
+    path = folder / "models.config"
+    path.write_text(
+        f'model_config_list {{ config {{ name: "{model_name}" base_path: "{base}"\n'
+        f'  logging_config {{\n'
+        f'    log_collector_config {{ type: "tfrecord" filename_prefix: "{folder}/logs/log" }}\n'
+        f'    sampling_config {{ sampling_rate: 1.0 }}\n'
+        f'  }}\n}} }}\n')
+    return path
+
+
 def _stored_response(target) -> str:
     """A file holding the PredictResponse the server gives for the target's first request."""
     import grpc
@@ -212,22 +230,29 @@ def main(argv: list[str] | None = None) -> int:
 
     batching_file = Path(tempfile.mkdtemp(prefix="skewless-bench-")) / "batching.txt"
     batching_file.write_text("".join(f"{k} {{ value: {v} }}\n" for k, v in BATCHING.items()))
-    worker_counts = [1, 2] if serve_has_workers() else [1]
-    for workers in worker_counts:
+    # (server label, processes, request logging at sampling 1.0)
+    variants = [("skewless serve (batching)", 1, False)]
+    if serve_has_workers():
+        variants.append(("skewless serve (batching)", 2, False))
+    variants.append((LOGGING_CELL, 1, True))
+    for label, workers, logging in variants:
         grpc_port, rest_port = free_port(), free_port()
         command = [sys.executable, "-m", "skewless", "serve", f"--port={grpc_port}",
-                   f"--rest_api_port={rest_port}", f"--model_name={args.model_name}",
-                   f"--model_base_path={base}", f"--batching_parameters_file={batching_file}"]
+                   f"--rest_api_port={rest_port}", f"--batching_parameters_file={batching_file}"]
+        if logging:
+            command.append(f"--model_config_file={_logging_config(args.model_name, base)}")
+        else:
+            command += [f"--model_name={args.model_name}", f"--model_base_path={base}"]
         if workers > 1:
             command.append(f"--workers={workers}")
         with server_process(command) as process:
             for transport, port in (("rest", rest_port), ("grpc", grpc_port)):
                 target = ready_target(process, transport, port, args.model_name, rows)
-                record({"server": "skewless serve (batching)", "transport": transport,
+                record({"server": label, "transport": transport,
                         "processes": workers, "rows_per_request": 1,
                         "concurrency": CONCURRENCY,
                         **measure(target, args.duration, args.warmup, args.processes)})
-            if workers == 1:
+            if workers == 1 and not logging:
                 floor_response = _stored_response(target)
 
     port = free_port()
@@ -295,6 +320,14 @@ def comparisons(cells: list[dict]) -> list[dict]:
                                          f"({processes} proc each)",
                                "value": cell["p99_ms"] / peer["p99_ms"], "threshold": 1.0,
                                "at_most": True, "ratio": True})
+    for transport in ("rest", "grpc"):
+        plain = _find(cells, "skewless serve (batching)", transport, 1)
+        logged = next((c for c in cells if c["server"] == LOGGING_CELL
+                       and c["transport"] == transport), None)
+        if plain is not None and logged is not None:  # what request logging costs
+            checks.append({"target": f"skewless {transport} p99 with request logging at 1.0, "
+                                     "vs without", "value": logged["p99_ms"] / plain["p99_ms"],
+                           "threshold": 1.25, "at_most": True, "ratio": True})
     floor = _find(cells, "grpc.aio floor", "grpc", 1)
     if floor is not None:  # whether any Python gRPC front end could meet the target here
         checks.append({"target": "grpc.aio floor (no work at all) >= 3x in-process batch-1 "
