@@ -110,7 +110,7 @@ def _print_summary(config, seconds: float) -> None:
         ROWS_OUT,
     )
     from skewless.pipeline.batch import BATCH_INFERENCE, batch_pipeline_name
-    from skewless.pipeline.results import connect, latest_output
+    from skewless.pipeline.store import connect, latest_output
 
     artifact = latest_output(connect(config), batch_pipeline_name(config), BATCH_INFERENCE,
                              "InferenceResult")
@@ -130,7 +130,7 @@ def _latest_anomalies(config) -> list:
     from skewless.components.anomaly_gate.executor import read_anomalies_at
     from skewless.pipeline.batch import BATCH_SPLIT, batch_pipeline_name
     from skewless.pipeline.build import EXAMPLE_VALIDATOR
-    from skewless.pipeline.results import connect, latest_output
+    from skewless.pipeline.store import connect, latest_output
 
     artifact = latest_output(connect(config), batch_pipeline_name(config), EXAMPLE_VALIDATOR,
                              "ExampleAnomalies")

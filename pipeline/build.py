@@ -20,6 +20,7 @@ from skewless.components.row_count_check.component import RowCountCheck
 from skewless.components.tuner.component import Tuner
 from skewless.components.tuner.executor import FINGERPRINT_PROPERTY
 from skewless.pipeline.run_config import PipelineConfig
+from skewless.pipeline.store import connection_config
 from skewless.transforms.features import WEIGHT_KEY
 from skewless.transforms.signatures import SERVING_TF_EXAMPLE, TRANSFORM_FEATURES
 from skewless.transforms.task import BinaryTask, MulticlassTask, Task
@@ -84,15 +85,8 @@ class Placement:
 
 
 def local_metadata(config: PipelineConfig) -> metadata_store_pb2.ConnectionConfig:
-    """The MLMD connection the config names (SQLite or MySQL)."""
-    if config.metadata.sqlite is not None:
-        return tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            str(config.metadata.sqlite)
-        )
-    m = config.metadata.mysql
-    return tfx.orchestration.metadata.mysql_metadata_connection_config(
-        host=m.host, port=m.port, database=m.database, username=m.user, password=m.password
-    )
+    """The MLMD connection the config names (SQLite or MySQL), for writing."""
+    return connection_config(config, readonly=False)
 
 
 def example_gen(

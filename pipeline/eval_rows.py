@@ -34,7 +34,7 @@ def eval_rows(config: PipelineConfig, limit: int = 1000) -> list[dict[str, Any]]
     import tensorflow as tf
 
     from skewless.pipeline.build import EXAMPLE_GEN
-    from skewless.pipeline.results import connect, latest_output
+    from skewless.pipeline.store import connect, latest_output
 
     source = config.source or "the config"
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import html
-import json
 import logging
 from pathlib import Path
 
@@ -20,11 +19,18 @@ from ml_metadata.proto import metadata_store_pb2
 from skewless.components.anomaly_gate.executor import Anomaly, read_anomalies_at
 from skewless.pipeline import build, figures
 from skewless.pipeline.files import write_text_atomically
-from skewless.pipeline.results import MetricCheck, connect, metric_checks, task_metrics
+from skewless.pipeline.results import MetricCheck, metric_checks, split_names, task_metrics
 from skewless.pipeline.run_config import PipelineConfig
+from skewless.pipeline.store import (
+    RUN_CONTEXT_TYPE,
+    connect,
+    is_blessed,
+    is_pushed,
+    pushed_destination,
+    pushed_version,
+)
 
 REPORTS_FOLDER = "reports"
-RUN_CONTEXT_TYPE = "pipeline_run"  # what `skewless run` (LocalDagRunner) records a run as
 Artifact = metadata_store_pb2.Artifact
 
 
@@ -167,13 +173,6 @@ def _anomalies(anomalies: list[Anomaly]) -> str:
          html.escape(a.description)] for a in anomalies])
 
 
-def _split_names(artifact: Artifact) -> list[str]:
-    for properties in (artifact.properties, artifact.custom_properties):
-        if "split_names" in properties:
-            return json.loads(properties["split_names"].string_value)
-    return []
-
-
 def _figure(title: str, draw) -> str:
     """A figure as an inline image, or a note saying why it is missing (never a failed page)."""
     try:
@@ -204,14 +203,13 @@ def render(config: PipelineConfig, run: RunArtifacts) -> str:
              "</p>", "<h2>Decision</h2>"]
     if blessing is None:
         parts.append("<p>No evaluation in this run: it stopped before the Evaluator.</p>")
-    elif blessing.custom_properties["blessed"].int_value:
+    elif is_blessed(blessing):
         parts.append('<p><span class="pass">Blessed</span>: the model met its thresholds.</p>')
     else:
         parts.append('<p><span class="fail">Not blessed</span>: the model did not meet its '
                      "thresholds; nothing was pushed.</p>")
-    if pushed is not None and pushed.custom_properties["pushed"].int_value:
-        version = pushed.custom_properties["pushed_version"].string_value
-        where = pushed.custom_properties["pushed_destination"].string_value
+    if pushed is not None and is_pushed(pushed):
+        version, where = str(pushed_version(pushed)), pushed_destination(pushed)
         parts.append(f"<p>Pushed version <b>{html.escape(version)}</b> to "
                      f"<code>{html.escape(where)}</code>.</p>")
     if evaluation is not None:
@@ -221,7 +219,7 @@ def render(config: PipelineConfig, run: RunArtifacts) -> str:
         parts.append(_table(["metric (whole eval split)", "value"],
                             [[html.escape(k), _number(v)] for k, v in metrics.items()]))
     parts.append("<h2>Anomalies</h2>")
-    parts.append(_anomalies(read_anomalies_at(anomalies.uri, _split_names(anomalies)))
+    parts.append(_anomalies(read_anomalies_at(anomalies.uri, split_names(anomalies)))
                  if anomalies is not None else "<p>Not checked in this run.</p>")
     parts.append("<h2>Figures</h2>")
     if statistics is not None:

@@ -26,6 +26,14 @@ from skewless.pipeline.build import (
     TUNER,
 )
 from skewless.pipeline.run_config import PipelineConfig
+from skewless.pipeline.store import (
+    connect,
+    is_blessed,
+    latest_output,
+    newest_execution,
+    pushed_destination,
+    pushed_version,
+)
 
 METRICS_FILE_PREFIX = "metrics"
 
@@ -71,48 +79,6 @@ class RunSummary:
     pushed_path: str | None
     examples: int | None
     tuning: TuningOutcome | None = None
-
-
-def connect(config: PipelineConfig) -> metadata_store.MetadataStore:
-    """The MLMD store the config names."""
-    connection = metadata_store_pb2.ConnectionConfig()
-    if config.metadata.sqlite is not None:
-        connection.sqlite.filename_uri = str(config.metadata.sqlite)
-        connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    else:
-        m = config.metadata.mysql
-        connection.mysql.host, connection.mysql.port = m.host, m.port
-        connection.mysql.database, connection.mysql.user = m.database, m.user
-        connection.mysql.password = m.password
-    return metadata_store.MetadataStore(connection)
-
-
-def newest_execution(
-    store: metadata_store.MetadataStore, pipeline_name: str, node_id: str
-) -> metadata_store_pb2.Execution | None:
-    """A node's newest finished execution (executed or cached)."""
-    context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
-    if context is None:
-        return None
-    done = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
-    executions = [e for e in store.get_executions_by_context(context.id)
-                  if e.last_known_state in done]
-    return max(executions, key=lambda e: e.id, default=None)
-
-
-def latest_output(
-    store: metadata_store.MetadataStore, pipeline_name: str, node_id: str, type_name: str,
-    event: int = metadata_store_pb2.Event.OUTPUT,
-) -> metadata_store_pb2.Artifact | None:
-    """The artifact of a type that a node's newest finished execution output (cached or not),
-    or took as input with `event=Event.INPUT`."""
-    newest = newest_execution(store, pipeline_name, node_id)
-    if newest is None:
-        return None
-    ids = [e.artifact_id for e in store.get_events_by_execution_ids([newest.id])
-           if e.type == event]
-    artifacts = [a for a in store.get_artifacts_by_id(ids) if a.type == type_name]
-    return max(artifacts, key=lambda a: a.id, default=None)
 
 
 HYPERPARAMETERS = "HyperParameters"
@@ -239,23 +205,20 @@ def summarize(config: PipelineConfig) -> RunSummary:
     blessing = latest_output(store, name, EVALUATOR, "ModelBlessing")
     pushed = latest_output(store, name, PUSHER, "PushedModel")
     statistics = latest_output(store, name, STATISTICS_GEN, "ExampleStatistics")
-    blessed = None
-    if blessing is not None:
-        blessed = bool(blessing.custom_properties["blessed"].int_value)
+    blessed = None if blessing is None else is_blessed(blessing)
     version = path = None
-    if pushed is not None and pushed.custom_properties["pushed"].int_value:
-        version = pushed.custom_properties["pushed_version"].string_value
-        path = pushed.custom_properties["pushed_destination"].string_value
+    if pushed is not None and pushed_version(pushed) is not None:
+        version, path = str(pushed_version(pushed)), pushed_destination(pushed)
     examples = None
     if statistics is not None:
-        examples = sum(count_statistics_at(statistics.uri, _split_names(statistics)).values())
+        examples = sum(count_statistics_at(statistics.uri, split_names(statistics)).values())
     checks = metric_checks(config, evaluation.uri) if evaluation is not None else ()
     metrics = task_metrics(config, evaluation.uri) if evaluation is not None else {}
     return RunSummary(blessed, checks, metrics, version, path, examples,
                       tuning_outcome(store, config))
 
 
-def _split_names(artifact: metadata_store_pb2.Artifact) -> list[str]:
+def split_names(artifact: metadata_store_pb2.Artifact) -> list[str]:
     for properties in (artifact.properties, artifact.custom_properties):
         if "split_names" in properties:
             return json.loads(properties["split_names"].string_value)
@@ -269,7 +232,7 @@ def latest_anomalies(config: PipelineConfig) -> list[Anomaly]:
     )
     if artifact is None:
         return []
-    return read_anomalies_at(artifact.uri, _split_names(artifact))
+    return read_anomalies_at(artifact.uri, split_names(artifact))
 
 
 def latest_schema_uri(config: PipelineConfig) -> str | None:

@@ -324,7 +324,8 @@ class MySQL(Section):
     port: int = 3306
     database: str
     user: str
-    password: str = ""
+    # The name of the environment variable holding the password: never the password itself.
+    password_env: str | None = None
 
 
 class MetadataSection(Section):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from ml_metadata.proto import metadata_store_pb2
+import yaml
 from tfx.dsl.compiler import constants
 from tfx.orchestration import metadata
 from tfx.orchestration.local import local_dag_runner, runner_utils
@@ -22,6 +22,7 @@ from tfx.proto.orchestration import pipeline_pb2
 
 from skewless.pipeline.build import create_pipeline, tuning_plan
 from skewless.pipeline.run_config import PipelineConfig
+from skewless.pipeline.store import Execution, connect, record_run_config, state_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,23 +44,18 @@ class ComponentFailed(RuntimeError):
         self.node_id = node_id
 
 
-_STATES = {
-    metadata_store_pb2.Execution.COMPLETE: "executed",
-    metadata_store_pb2.Execution.CACHED: "cached",
-}
-
-
 class ProgressDagRunner(local_dag_runner.LocalDagRunner):
     """LocalDagRunner that reports each component's start and end to a callback."""
 
     def __init__(self, on_event: Callable[[NodeEvent], None]):
         super().__init__()
         self._on_event = on_event
+        self.run_id: str | None = None
 
     def run_with_ir(self, pipeline: pipeline_pb2.Pipeline, run_options=None) -> None:
+        self.run_id = datetime.datetime.now().isoformat()
         runtime_parameter_utils.substitute_runtime_parameter(
-            pipeline,
-            {constants.PIPELINE_RUN_ID_PARAMETER_NAME: datetime.datetime.now().isoformat()},
+            pipeline, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: self.run_id},
         )
         deployment = runner_utils.extract_local_deployment_config(pipeline)
         which = deployment.metadata_connection_config.WhichOneof("connection_config")
@@ -87,7 +83,8 @@ class ProgressDagRunner(local_dag_runner.LocalDagRunner):
             if "resolver" not in node.node_info.type.name.lower() and info is not None:
                 with metadata.Metadata(connection) as m:
                     [execution] = m.store.get_executions_by_id([info.execution_id])
-                state = _STATES.get(execution.last_known_state, "resolved")
+                state = state_name(execution) if execution.last_known_state in (
+                    Execution.COMPLETE, Execution.CACHED) else "resolved"
             self._on_event(NodeEvent(index, len(nodes), node_id, state,
                                      time.monotonic() - started))
 
@@ -146,4 +143,17 @@ def run_pipeline(
 
         pipeline_kwargs["reuse_hyperparameters"] = reusable_hyperparameters(
             config, tuning_plan(config).fingerprint())
-    ProgressDagRunner(on_event).run(create_pipeline(config, **pipeline_kwargs))
+    runner = ProgressDagRunner(on_event)
+    try:
+        runner.run(create_pipeline(config, **pipeline_kwargs))
+    finally:
+        if runner.run_id is not None:
+            record_run_config(connect(config, readonly=False), runner.run_id, config_text(config))
+
+
+def config_text(config: PipelineConfig) -> str:
+    """The text of the config a run was given: its YAML file, or the validated values as YAML
+    when it was built in code."""
+    if config.source is not None and Path(config.source).is_file():
+        return Path(config.source).read_text()
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

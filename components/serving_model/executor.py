@@ -11,6 +11,7 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx import types
+from tfx.components.pusher import executor as tfx_pusher
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
@@ -21,9 +22,10 @@ MODEL_BASE_PATH_KEY = "model_base_path"
 VERSION_KEY = "version"
 MODEL_KEY = "model"
 SCHEMA_KEY = "schema"
-# The custom properties TFX's Pusher sets on a PushedModel, read by the registry too.
-PUSHED_VERSION = "pushed_version"
-PUSHED_DESTINATION = "pushed_destination"
+# The custom properties TFX's Pusher sets on a PushedModel, by TFX's own (private) names.
+PUSHED = tfx_pusher._PUSHED_KEY  # noqa: SLF001
+PUSHED_VERSION = tfx_pusher._PUSHED_VERSION_KEY  # noqa: SLF001
+PUSHED_DESTINATION = tfx_pusher._PUSHED_DESTINATION_KEY  # noqa: SLF001
 
 
 class ModelVersionError(ValueError):
@@ -104,7 +106,7 @@ class Executor(base_executor.BaseExecutor):
         )
         schema = serving_schema(model_schema(version_dir))
         model = artifact_utils.get_single_instance(output_dict[MODEL_KEY])
-        model.set_int_custom_property("pushed", 1)
+        model.set_int_custom_property(PUSHED, 1)
         model.set_int_custom_property(PUSHED_VERSION, version)
         model.set_string_custom_property(PUSHED_DESTINATION, version_dir)
         schema_artifact = artifact_utils.get_single_instance(output_dict[SCHEMA_KEY])

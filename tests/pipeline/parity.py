@@ -18,7 +18,7 @@ from tensorflow_serving.apis import (
 )
 
 from skewless.pipeline import build
-from skewless.pipeline.results import connect, latest_output
+from skewless.pipeline.store import connect, latest_output
 from skewless.transforms.signatures import MISSING_INT64
 from skewless.transforms.task import REGRESSION_SIGNATURE
 

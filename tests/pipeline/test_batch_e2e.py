@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from ml_metadata.proto import metadata_store_pb2
 
 from skewless.pipeline.batch import BATCH_INFERENCE, batch_pipeline_name
-from skewless.pipeline.results import connect
+from skewless.pipeline.store import connect
 from skewless.transforms.signatures import MISSING_INT64
 from tests.conftest import TAXI_CSV
 from tests.pipeline.helpers import skewless, write_avro

@@ -17,7 +17,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from skewless.pipeline import build
 from skewless.pipeline.config import load_config
-from skewless.pipeline.results import connect, latest_output
+from skewless.pipeline.store import connect, is_pushed, latest_output
 from skewless.transforms.signatures import MISSING_INT64
 from tests.conftest import sample_config_dict, write_config
 from tests.pipeline.helpers import assert_offline_report, report_of, skewless, states, versions
@@ -104,7 +104,7 @@ def test_optional_features_have_signature_defaults(first_run, config):
 def test_mlmd_records_executions_artifacts_and_lineage(first_run, config):
     store = connect(config)
     pushed = latest_output(store, config.pipeline.name, build.PUSHER, "PushedModel")
-    assert pushed.custom_properties["pushed"].int_value == 1
+    assert is_pushed(pushed)
 
     def producer_inputs(artifact) -> dict[str, metadata_store_pb2.Artifact]:
         [event] = [e for e in store.get_events_by_artifact_ids([artifact.id])

@@ -14,8 +14,8 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from skewless.pipeline import build
 from skewless.pipeline.config import load_config
-from skewless.pipeline.results import connect, latest_output
 from skewless.pipeline.runner import run_pipeline
+from skewless.pipeline.store import connect, latest_output
 from tests.conftest import sample_config_dict, write_config, write_sample
 from tests.pipeline.helpers import skewless, states, write_avro
 

@@ -15,7 +15,7 @@ import yaml
 from skewless.pipeline import build
 from skewless.pipeline.config import load_config
 from skewless.pipeline.registry import Registry
-from skewless.pipeline.results import connect, latest_output
+from skewless.pipeline.store import connect, latest_output
 from tests.conftest import IRIS_CONFIG, REPO, write_config
 from tests.pipeline.helpers import skewless, states
 
