@@ -44,12 +44,14 @@ def compile_command(config_path: Path, target: str, output_dir: Path) -> None:
 def manifests(config_path: Path, output_dir: Path, local: bool) -> None:
     """Write the TF Serving kustomize base and gpu/cpu overlays, and its config files."""
     from skewless.pipeline.manifests import write_local_serving_files, write_manifests
+    from skewless.pipeline.promotion import served
 
     # The data is read on the cluster, not here: only the config itself is checked.
     config = load_config_or_exit(config_path, check_data=False)
     try:
-        written = write_manifests(config, output_dir)
-        local_files = write_local_serving_files(config) if local else {}
+        labels = served(config)  # the model registry's labels: the cluster follows them
+        written = write_manifests(config, output_dir, labels)
+        local_files = write_local_serving_files(config, registry=labels) if local else {}
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"{len(written)} files written to {output_dir}; "

@@ -14,8 +14,10 @@ Layout written under `kubeflow/serving/`:
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -71,24 +73,43 @@ def cluster_model_base_path(config: PipelineConfig) -> str:
     return posixpath.normpath(posixpath.join(mount, inside, config.serving.model_name))
 
 
+@dataclasses.dataclass(frozen=True)
+class RegistryLabels:
+    """The labels the model registry points at versions, and the versions to keep loaded for
+    them (`skewless.pipeline.promotion`)."""
+
+    labels: Mapping[str, int]
+    loaded: tuple[int, ...]
+
+
 def models_config(
-    config: PipelineConfig, base_path: str, log_dir: str | None = None
+    config: PipelineConfig, base_path: str, log_dir: str | None = None,
+    registry: RegistryLabels | None = None,
 ) -> model_server_config_pb2.ModelServerConfig:
     """The ModelServerConfig of the one model, with the version policy and labels, and with
-    request logging into `log_dir/<model>/` when `deployment.request_logging` is on."""
+    request logging into `log_dir/<model>/` when `deployment.request_logging` is on.
+
+    The registry's labels win over `deployment.version_labels`; with registry labels, a `latest`
+    or `specific` policy becomes `specific` over every version a label needs, since TF Serving
+    assigns a label only to a loaded version.
+    """
     deployment = config.deployment
+    labels = {**deployment.version_labels, **(registry.labels if registry else {})}
     server_config = model_server_config_pb2.ModelServerConfig()
     model = server_config.model_config_list.config.add(
         name=config.serving.model_name, base_path=base_path, model_platform="tensorflow"
     )
     policy = model.model_version_policy
-    if deployment.version_policy == "latest":
-        policy.latest.num_versions = deployment.num_versions
-    elif deployment.version_policy == "all":
+    if deployment.version_policy == "all":
         policy.all.SetInParent()
+    elif registry is not None and registry.labels:
+        policy.specific.versions.extend(sorted(
+            set(registry.loaded) | set(labels.values()) | set(deployment.versions)))
+    elif deployment.version_policy == "latest":
+        policy.latest.num_versions = deployment.num_versions
     else:
         policy.specific.versions.extend(deployment.versions)
-    for label, version in sorted(deployment.version_labels.items()):
+    for label, version in sorted(labels.items()):
         model.version_labels[label] = version
     logging = deployment.request_logging
     if logging is not None and log_dir is not None:
@@ -122,7 +143,8 @@ def monitoring_config(config: PipelineConfig) -> monitoring_config_pb2.Monitorin
 
 
 def serving_files(
-    config: PipelineConfig, base_path: str, profile: Profile, log_dir: str | None = None
+    config: PipelineConfig, base_path: str, profile: Profile, log_dir: str | None = None,
+    registry: RegistryLabels | None = None,
 ) -> dict[str, str]:
     """The three text-format files TF Serving and `skewless serve` read, by file name.
 
@@ -131,6 +153,7 @@ def serving_files(
         base_path: the model's base path as the server sees it.
         profile: `gpu` or `cpu`, which batching parameters to use.
         log_dir: where the server writes request logs, as it sees it (with request logging on).
+        registry: the model registry's labels, if any.
 
     Returns:
         File name to content.
@@ -138,7 +161,7 @@ def serving_files(
     header = _comment(config)
     return {
         MODELS_FILE: header + text_format.MessageToString(
-            models_config(config, base_path, log_dir)
+            models_config(config, base_path, log_dir, registry)
         ),
         BATCHING_FILE: header + text_format.MessageToString(
             batching_parameters(getattr(config.deployment, profile))
@@ -160,7 +183,7 @@ def _yaml(config: PipelineConfig, *documents: dict) -> str:
     )
 
 
-def _deployment(config: PipelineConfig) -> dict:
+def _deployment(config: PipelineConfig, registry: RegistryLabels | None) -> dict:
     d = config.deployment
     name = app_name(config)
     status_path = f"/v1/models/{config.serving.model_name}"
@@ -180,6 +203,11 @@ def _deployment(config: PipelineConfig) -> dict:
         # request-logger-creator provided"): skewless serve takes the same flags and logs.
         image, command = config.kubeflow.image, ["skewless", "serve"]
         args.append("--host=0.0.0.0")
+    elif registry is not None and registry.labels:
+        # At start-up TF Serving sets labels before it loads anything; this lets new labels
+        # name versions that are still loading (moving a label still needs a loaded version).
+        # skewless serve applies labels after its first load, and has no such flag.
+        args.append("--allow_version_labels_for_unavailable_models=true")
     container = {
         "name": CONTAINER,
         "image": image,
@@ -363,8 +391,9 @@ def _overlay_patch(config: PipelineConfig, profile: Profile) -> dict:
     }
 
 
-def manifest_files(config: PipelineConfig) -> dict[str, str]:
-    """Every file of `kubeflow/serving/`, by path relative to it.
+def manifest_files(config: PipelineConfig, registry: RegistryLabels | None = None
+                   ) -> dict[str, str]:
+    """Every file of `kubeflow/serving/`, by path relative to it, with the registry's labels.
 
     Raises:
         ConfigError: the pipeline pushes to a volume the Deployment does not mount.
@@ -388,14 +417,14 @@ def manifest_files(config: PipelineConfig) -> dict[str, str]:
                                     "files": [MODELS_FILE, MONITORING_FILE]}],
         }),
         "base/pvc.yaml": _yaml(config, _claim(config)),
-        "base/deployment.yaml": _yaml(config, _deployment(config)),
+        "base/deployment.yaml": _yaml(config, _deployment(config, registry)),
         "base/service.yaml": _yaml(config, _service(config)),
         "base/hpa.yaml": _yaml(config, _autoscaler(config)),
     }
     if logging is not None:
         files["base/request-logs-pvc.yaml"] = _yaml(config, _claim(config, logging))
     for profile in PROFILES:
-        texts = serving_files(config, base_path, profile, log_dir)
+        texts = serving_files(config, base_path, profile, log_dir, registry)
         # models.config and monitoring.config do not depend on the profile.
         files[f"base/{MODELS_FILE}"] = texts[MODELS_FILE]
         files[f"base/{MONITORING_FILE}"] = texts[MONITORING_FILE]
@@ -415,7 +444,8 @@ def manifest_files(config: PipelineConfig) -> dict[str, str]:
     return dict(sorted(files.items()))
 
 
-def write_manifests(config: PipelineConfig, output_dir: Path) -> list[Path]:
+def write_manifests(config: PipelineConfig, output_dir: Path,
+                    registry: RegistryLabels | None = None) -> list[Path]:
     """Writes the kustomize base and overlays into `output_dir`.
 
     Args:
@@ -429,13 +459,14 @@ def write_manifests(config: PipelineConfig, output_dir: Path) -> list[Path]:
         ConfigError: see `manifest_files`.
     """
     written = []
-    for relative, text in manifest_files(config).items():
+    for relative, text in manifest_files(config, registry).items():
         write_text_atomically(output_dir / relative, text)
         written.append(output_dir / relative)
     return written
 
 
-def write_local_serving_files(config: PipelineConfig, profile: Profile = "cpu") -> dict[str, Path]:
+def write_local_serving_files(config: PipelineConfig, profile: Profile = "cpu",
+                              registry: RegistryLabels | None = None) -> dict[str, Path]:
     """Writes the serving files next to the pushed versions, for a local `skewless serve`.
 
     They go into `serving.push_dir`, with the local model base path; the batching and monitoring
@@ -454,7 +485,8 @@ def write_local_serving_files(config: PipelineConfig, profile: Profile = "cpu") 
         raise ConfigError(f"{config.source}: serving.push_dir: {exc.strerror}: {folder}") from None
     written = {}
     log_dir = str(folder / LOCAL_LOG_DIR) if config.deployment.request_logging else None
-    for name, text in serving_files(config, str(config.model_push_dir), profile, log_dir).items():
+    for name, text in serving_files(config, str(config.model_push_dir), profile, log_dir,
+                                    registry).items():
         write_text_atomically(folder / name, text)
         written[name] = folder / name
     return written

@@ -8,15 +8,28 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import math
 
 import pandas as pd
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from skewless.components.baseline_model.executor import BASELINE_KEY
 from skewless.components.baseline_model.executor import VERSION as BASELINE_VERSION
-from skewless.pipeline.results import HYPERPARAMETERS, best_values, overall_metrics
-from skewless.transforms.task import TASKS
+from skewless.components.row_count_check.executor import count_statistics_at
+from skewless.pipeline.build import EXAMPLE_GEN, STATISTICS_GEN
+from skewless.pipeline.results import HYPERPARAMETERS, best_values, overall_metrics, split_names
+from skewless.pipeline.store import (
+    RUN_CONTEXT_TYPE,
+    is_blessed,
+    is_pushed,
+    pushed_destination,
+    pushed_version,
+    state_name,
+)
+from skewless.transforms.task import TASKS, Task
 
 Artifact = metadata_store_pb2.Artifact
 Execution = metadata_store_pb2.Execution
@@ -26,15 +39,6 @@ Event = metadata_store_pb2.Event
 # lineage does not follow it.
 # Outputs shown in a lineage beside the output that was used: the evaluation behind a blessing.
 SIBLING_OUTPUTS = ("ModelEvaluation",)
-_STATES = {
-    Execution.COMPLETE: "executed",
-    Execution.CACHED: "cached",
-    Execution.FAILED: "failed",
-    Execution.RUNNING: "running",
-    Execution.NEW: "new",
-    Execution.CANCELED: "canceled",
-}
-_LEGACY_STATES = {"complete": "executed", "cached": "cached", "new": "running"}
 
 
 def _time(millis: int) -> pd.Timestamp | None:
@@ -49,7 +53,7 @@ class Registry:
     """One pipeline's records in an MLMD store, read as a model registry.
 
     Args:
-        store: the MLMD store, e.g. `skewless.pipeline.results.connect(config)`.
+        store: the MLMD store, e.g. `skewless.pipeline.store.connect(config)`.
         pipeline_name: the pipeline whose runs and models to read.
     """
 
@@ -85,11 +89,7 @@ class Registry:
         return self._node_ids.get(execution_id, "?")
 
     def state(self, execution_id: int) -> str:
-        execution = self._executions[execution_id]
-        if "state" in execution.properties:  # InteractiveContext
-            legacy = execution.properties["state"].string_value
-            return _LEGACY_STATES.get(legacy, legacy)
-        return _STATES.get(execution.last_known_state, "unknown")
+        return state_name(self._executions[execution_id])
 
     def _artifact(self, artifact_id: int) -> Artifact:
         if artifact_id not in self._artifacts:
@@ -126,10 +126,10 @@ class Registry:
             source = self.exec_property(producer, "input_base")
             if source:
                 return f"from {source}"
-        if artifact.type == "ModelBlessing" and "blessed" in props:
-            return "blessed" if props["blessed"].int_value else "not blessed"
-        if artifact.type == "PushedModel" and props["pushed"].int_value:
-            return f"version {_pushed_version(artifact)}"
+        if artifact.type == "ModelBlessing" and is_blessed(artifact) is not None:
+            return "blessed" if is_blessed(artifact) else "not blessed"
+        if artifact.type == "PushedModel" and is_pushed(artifact):
+            return f"version {pushed_version(artifact)}"
         if artifact.type == "ModelEvaluation":
             metrics = _candidate_metrics(artifact.uri)
             shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in KEY_METRICS if k in metrics)
@@ -176,7 +176,7 @@ class Registry:
         InteractiveContext records every `context.run(component)` as a run of its own.
         """
         rows = []
-        for type_name, runner in (("pipeline_run", "skewless run"), ("run", "interactive")):
+        for type_name, runner in ((RUN_CONTEXT_TYPE, "skewless run"), ("run", "interactive")):
             for context in self.store.get_contexts_by_type(type_name):
                 ids = [e.id for e in self.store.get_executions_by_context(context.id)
                        if e.id in self._executions]
@@ -218,17 +218,16 @@ class Registry:
                 newest = evaluators[-1]
                 [blessing] = self.outputs(newest, "ModelBlessing") or [None]
                 if blessing is not None:
-                    row["blessed"] = bool(blessing.custom_properties["blessed"].int_value)
+                    row["blessed"] = is_blessed(blessing)
                 [evaluation] = self.outputs(newest, "ModelEvaluation")
                 row.update(_candidate_metrics(evaluation.uri))
                 if "example_count" in row:
                     row["example_count"] = int(row["example_count"])
             for pusher in self.consumers(model.id, "model"):
                 for pushed in self.outputs(pusher, "PushedModel"):
-                    if pushed.custom_properties["pushed"].int_value:
-                        row["pushed_version"] = _pushed_version(pushed)
-                        row["pushed_path"] = pushed.custom_properties[
-                            "pushed_destination"].string_value
+                    if is_pushed(pushed):
+                        row["pushed_version"] = pushed_version(pushed)
+                        row["pushed_path"] = pushed_destination(pushed)
             rows.append(row)
         frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["model"])
         if rows:
@@ -245,9 +244,8 @@ class Registry:
 
     def newest_pushed_model(self) -> Artifact | None:
         """The PushedModel artifact of the highest pushed version."""
-        pushed = [a for a in self.artifacts_of_type("PushedModel")
-                  if a.custom_properties["pushed"].int_value]
-        return max(pushed, key=lambda a: (_pushed_version(a), -a.id), default=None)
+        pushed = [a for a in self.artifacts_of_type("PushedModel") if is_pushed(a)]
+        return max(pushed, key=lambda a: (pushed_version(a), -a.id), default=None)
 
     def lineage(self, artifact_id: int) -> Lineage:
         """Everything upstream of an artifact, through the executions that made each input."""
@@ -276,16 +274,115 @@ class Registry:
         return Lineage(self, artifact_id, nodes, steps, frozenset(edges))
 
 
+    # The registry's view of one model ------------------------------------------------------
+
+    def model_record(self, model: Artifact, task: Task) -> ModelRecord:
+        """What `skewless models list` shows of one trained model."""
+        record = ModelRecord(model_id=model.id, created=_time(model.create_time_since_epoch))
+        data = self._source_data(model.id)
+        if data is not None:
+            record = dataclasses.replace(record, source=data[0], rows=data[1])
+        evaluators = [i for i in self.consumers(model.id, "model")
+                      if self.outputs(i, "ModelEvaluation")]
+        if evaluators:
+            [evaluation] = self.outputs(evaluators[-1], "ModelEvaluation")
+            [blessing] = self.outputs(evaluators[-1], "ModelBlessing") or [None]
+            values = _candidate_metrics(evaluation.uri)
+            record = dataclasses.replace(
+                record, evaluation_id=evaluation.id,
+                metrics={m.class_name: values[m.key] for m in task.metrics if m.key in values},
+                blessed=None if blessing is None else is_blessed(blessing),
+                why=_blessing_reason(evaluation.uri))
+        for pusher in self.consumers(model.id, "model"):
+            for pushed in self.outputs(pusher, "PushedModel"):
+                if is_pushed(pushed):
+                    record = dataclasses.replace(record, version=pushed_version(pushed),
+                                                 pushed_id=pushed.id,
+                                                 path=pushed_destination(pushed))
+        return record
+
+    def model_records(self, task: Task) -> list[ModelRecord]:
+        """Every model the pipeline trained (not BaselineModel's references), newest first."""
+        models = [m for m in self.artifacts_of_type("Model")
+                  if self._output_key(m.id) != BASELINE_KEY]
+        return [self.model_record(m, task) for m in reversed(models)]
+
+    def _source_data(self, model_id: int) -> tuple[str, int | None] | None:
+        """The data a model was trained on: ExampleGen's source and its row count."""
+        lineage = self.lineage(model_id)
+        for artifact_id, artifact in sorted(lineage.artifacts.items()):
+            producer = self.producer(artifact_id)
+            if artifact.type != "Examples" or producer is None or \
+                    self.node_id(producer) != EXAMPLE_GEN:
+                continue
+            rows = None
+            for consumer in self.consumers(artifact_id, "examples"):
+                if self.node_id(consumer) != STATISTICS_GEN:
+                    continue  # Transform's pre- and post-transform statistics have no splits
+                for statistics in self.outputs(consumer, "ExampleStatistics"):
+                    rows = sum(count_statistics_at(statistics.uri, split_names(statistics)
+                                                   ).values())
+            return self.exec_property(producer, "input_base"), rows
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRecord:
+    """One trained model as the registry lists it."""
+
+    model_id: int
+    created: pd.Timestamp | None
+    version: int | None = None  # the pushed version, when it was pushed
+    pushed_id: int | None = None  # the PushedModel artifact
+    path: str | None = None
+    source: str | None = None
+    rows: int | None = None
+    evaluation_id: int | None = None
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    blessed: bool | None = None
+    why: str = ""
+
+    def to_dict(self) -> dict:
+        row = dataclasses.asdict(self)
+        row["created"] = None if self.created is None else self.created.isoformat()
+        # JSON has no NaN (TFMA's precision with no positive prediction): null instead.
+        row["metrics"] = {k: None if math.isnan(v) else v for k, v in self.metrics.items()}
+        return row
+
+
+def _blessing_reason(evaluation_uri: str) -> str:
+    """Why TFMA blessed a model or not, from the validation result it wrote."""
+    try:
+        result = tfma.load_validation_result(evaluation_uri)
+    except (OSError, tf.errors.OpError, ValueError):
+        return "no validation result"
+    if result.validation_ok:
+        return "every threshold held"
+    failures = [
+        f"{failure.metric_key.name} {failure.metric_value.double_value.value:.4f} "
+        f"{_broken_threshold(failure.metric_threshold)}"
+        for per_slice in result.metric_validations_per_slice for failure in per_slice.failures
+    ]
+    return "; ".join(failures) or "validation failed"
+
+
+def _broken_threshold(threshold) -> str:
+    """A TFMA MetricThreshold a value failed, in words."""
+    value = threshold.value_threshold
+    if value.HasField("lower_bound"):
+        return f"below the lower bound {value.lower_bound.value:.4f}"
+    if value.HasField("upper_bound"):
+        return f"above the upper bound {value.upper_bound.value:.4f}"
+    change = threshold.change_threshold
+    return f"changed by more than {abs(change.absolute.value):.4f} against the baseline"
+
+
 # The first two metrics of each task: what an evaluation's one-line detail shows.
 KEY_METRICS = tuple(m.key for task in TASKS.values() for m in task.metrics[:2])
 
 
 def _shown(values: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
-
-
-def _pushed_version(pushed: Artifact) -> int:
-    return int(pushed.custom_properties["pushed_version"].string_value)
 
 
 def _candidate_metrics(evaluation_uri: str) -> dict[str, float]:

@@ -1,0 +1,138 @@
+"""MLMD on a real MariaDB: the pipeline, the registry and a promotion against a private server
+(Debian's mariadb-server, started here on 127.0.0.1 and a free port, stopped afterwards)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from skewless.cli import main
+from tests.conftest import sample_config_dict, write_config, write_sample
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD_ENV = "SKEWLESS_TEST_MLMD_PASSWORD"
+PASSWORD = "registry-pw-7"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mariadb():
+    """A private mysqld with database `mlmd` and user `skewless`: (port, datadir)."""
+    # mysqld runs as the mysql user, which cannot enter pytest's 0700 temp folders.
+    root = Path(tempfile.mkdtemp(prefix="skewless-mariadb-", dir="/tmp"))
+    root.chmod(0o755)
+    datadir = root / "data"
+    datadir.mkdir()
+    shutil.chown(datadir, "mysql", "mysql")
+    subprocess.run(["mysql_install_db", "--no-defaults", "--user=mysql",
+                    f"--datadir={datadir}"], check=True, capture_output=True)
+    port, sock = _free_port(), datadir / "sock"
+    server = subprocess.Popen(
+        ["mysqld_safe", "--no-defaults", "--user=mysql", f"--datadir={datadir}",
+         "--bind-address=127.0.0.1", f"--port={port}", f"--socket={sock}",
+         f"--pid-file={datadir}/mysqld.pid", f"--log-error={datadir}/error.log"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    admin = ["mysqladmin", "--no-defaults", f"--socket={sock}", "-uroot"]
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run([*admin, "ping"], capture_output=True).returncode != 0:
+            assert server.poll() is None, (datadir / "error.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "MariaDB did not start"
+            time.sleep(0.5)
+        sql = ("CREATE DATABASE mlmd; "
+               f"CREATE USER 'skewless'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'; "
+               "GRANT ALL ON mlmd.* TO 'skewless'@'127.0.0.1';")
+        subprocess.run(["mysql", "--no-defaults", f"--socket={sock}", "-uroot", "-e", sql],
+                       check=True, capture_output=True)
+        yield port
+    finally:
+        subprocess.run([*admin, "shutdown"], capture_output=True)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, 9)
+            server.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mysql_config(mariadb, tmp_path_factory):
+    """A config whose MLMD is the MariaDB above, its password named by an environment variable."""
+    workdir = tmp_path_factory.mktemp("mysql")
+    data = write_sample(workdir / "data" / "data.csv", 1000)
+    raw = sample_config_dict(workdir, data, model={"train_steps": 50, "eval_steps": 5},
+                             evaluation={"thresholds": [{"metric": "AUC", "lower_bound": 0.0}],
+                                         "slices": []})
+    raw["metadata"] = {"mysql": {"host": "127.0.0.1", "port": mariadb, "database": "mlmd",
+                                 "user": "skewless", "password_env": PASSWORD_ENV}}
+    return write_config(workdir / "taxi.yaml", raw), workdir
+
+
+def _cli(*args: str, **env):
+    return CliRunner(env=env).invoke(main, list(args), catch_exceptions=False)
+
+
+def test_the_whole_flow_on_mariadb(mysql_config, monkeypatch):
+    from skewless.pipeline.config import load_config
+    from skewless.pipeline.promotion import history
+    from skewless.pipeline.store import connect
+
+    path, workdir = mysql_config
+    assert PASSWORD not in path.read_text()
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    monkeypatch.setenv("TMPDIR", str(workdir))
+    run = _cli("run", "--config", str(path))
+    assert run.exit_code == 0, run.output
+    assert "blessed: yes" in run.output
+    listed = json.loads(_cli("models", "list", "--config", str(path), "--json").output)
+    [model] = listed
+    assert model["pushed"] and model["blessed"] and model["rows"] == 1000
+    version = model["version"]
+    shown = json.loads(_cli("models", "show", "--config", str(path), str(version),
+                            "--json").output)
+    assert shown["config"]["text"] == path.read_text()  # what the run was given
+    assert "TransformGraph" in {row["artifact"] for row in shown["lineage"]}
+    promoted = _cli("models", "promote", "--config", str(path), str(version), "--label",
+                    "stable")
+    assert promoted.exit_code == 0, promoted.output
+    config = load_config(path, check_data=False)
+    [move] = history(connect(config), config.pipeline.name)
+    assert (move.label, move.version, move.previous_version) == ("stable", version, None)
+    assert f"value: {version}" in (config.serving.push_dir / "models.config").read_text()
+
+
+def test_an_unset_password_variable_is_one_line(mysql_config, monkeypatch):
+    path, _ = mysql_config
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    result = _cli("models", "list", "--config", str(path))
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {path}: metadata.mysql.password_env: the environment "
+                             f"variable {PASSWORD_ENV} is not set\n")
+
+
+def test_a_password_in_the_yaml_is_refused(mysql_config, tmp_path):
+    import yaml
+
+    path, _ = mysql_config
+    raw = yaml.safe_load(path.read_text())
+    raw["metadata"]["mysql"]["password"] = PASSWORD
+    bad = write_config(tmp_path / "bad.yaml", raw)
+    result = _cli("models", "list", "--config", str(bad))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {bad}: metadata.mysql.password:")
+    assert len(result.output.splitlines()) == 1
