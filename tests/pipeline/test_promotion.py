@@ -54,7 +54,8 @@ def test_registry_labels_make_the_policy_specific_over_the_loaded_versions():
     config = load_config(TAXI_CONFIG, check_data=False)
     plain = text_format.MessageToString(models_config(config, "/models/taxi"))
     assert "latest" in plain and "version_labels" not in plain
-    labelled = models_config(config, "/models/taxi", RegistryLabels({"stable": 7}, (7, 9)))
+    labelled = models_config(config, "/models/taxi",
+                             registry=RegistryLabels({"stable": 7}, (7, 9)))
     [model] = labelled.model_config_list.config
     assert list(model.model_version_policy.specific.versions) == [7, 9]
     assert dict(model.version_labels) == {"stable": 7}
