@@ -308,13 +308,22 @@ class ModelManager:
         for name, record in self._records.items():
             for version in record.config.version_labels.values():
                 if version not in record.loaded:
-                    raise failed_precondition(
-                        f"Request to assign label to version {version} of model {name}, which "
-                        "is not currently available for inference."
-                    )
+                    raise failed_precondition(_unavailable_label(name, version))
             labels[name] = dict(record.config.version_labels)
         self._labels = labels
         self._publish()
+
+    def _check_label_moves(self, wanted: dict[str, ModelConfig]) -> None:
+        """Refuses, before anything loads, a reload that moves an existing label to a version
+        that is not available: TF Serving's `UpdateModelVersionLabelMap` runs before the new
+        versions load and refuses it even with --allow_version_labels_for_unavailable_models.
+        Move a label in two steps: load the version, then point the label at it."""
+        for name, config in wanted.items():
+            record, current = self._records.get(name), self._labels.get(name, {})
+            for label, version in config.version_labels.items():
+                moved = label in current and current[label] != version
+                if moved and (record is None or version not in record.loaded):
+                    raise failed_precondition(_unavailable_label(name, version))
 
     def _publish(self) -> None:
         routes = {}
@@ -334,16 +343,19 @@ class ModelManager:
         """Replaces the model config: adds, updates and removes models (HandleReloadConfig).
 
         Raises:
-            ServingError: INVALID_ARGUMENT for a missing base path; FAILED_PRECONDITION for a
-                label on a version that is not available (the other changes still apply).
+            ServingError: INVALID_ARGUMENT for a missing base path; FAILED_PRECONDITION for an
+                existing label moved to a version that is not available (nothing applies), or
+                a new label on a version that is still not available after loading (the other
+                changes apply).
         """
         try:
             check_base_paths(models)
         except ConfigError as error:
             raise invalid_argument(str(error)) from None
         with self._sync_lock:
-            logger.info("Adding/updating models.")
             wanted = {m.name: m for m in models}
+            self._check_label_moves(wanted)
+            logger.info("Adding/updating models.")
             for name in list(self._records):
                 if name not in wanted:
                     logger.info("Removing model: %s", name)
@@ -428,3 +440,8 @@ class ModelManager:
         """The versions of a model now serving, ascending."""
         route = self._routes.get(name)
         return sorted(route.available) if route is not None else []
+
+
+def _unavailable_label(name: str, version: int) -> str:
+    return (f"Request to assign label to version {version} of model {name}, which is not "
+            "currently available for inference.")

@@ -164,6 +164,27 @@ def test_reload_config_adds_a_model_and_checks_labels(reload_server, models, tmp
         with pytest.raises(ServingError):
             client.predict("x", ROW)
         assert client.predict("taxi", ROW)["probabilities"].shape == (1,)
+
+        # An existing label moved to a version that is not loaded: refused before anything
+        # applies, as TF Serving's UpdateModelVersionLabelMap does (it runs before loading).
+        [served] = [int(s["version"]) for s in client.status("taxi")
+                    if s["state"] == "AVAILABLE"]
+        labelled = model_management_pb2.ReloadConfigRequest()
+        labelled.config.CopyFrom(request.config)
+        labelled.config.model_config_list.config[0].version_labels["stable"] = served
+        assert stub.HandleReloadConfigRequest(labelled, timeout=60).status.error_code == 0
+        moved = model_management_pb2.ReloadConfigRequest()
+        moved.config.CopyFrom(labelled.config)
+        del moved.config.model_config_list.config[1]  # would remove the classifier
+        moved.config.model_config_list.config[0].version_labels["stable"] = served + 100
+        with pytest.raises(grpc.RpcError) as info:
+            stub.HandleReloadConfigRequest(moved, timeout=60)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert info.value.details() == (
+            f"Request to assign label to version {served + 100} of model taxi, which is not "
+            "currently available for inference.")
+        assert client.status("classifier")[0]["state"] == "AVAILABLE"
+        assert client.status("taxi", label="stable")[0]["version"] == str(served)
     channel.close()
 
 
