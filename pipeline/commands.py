@@ -124,11 +124,13 @@ def _format_tuning(tuning) -> str:
 
 def _checked_config(config_path: Path):
     """The config with its data checked, and the label column's profile; or the CLI's error."""
-    from skewless.pipeline.store import connection_config
+    from skewless.pipeline.store import connect, connection_config
 
     config = load_config_or_exit(config_path, check_data=False)
     try:
         connection_config(config)  # a MySQL password's variable must be set before the run
+        if config.metadata.mysql is not None:
+            connect(config, readonly=False)  # and its server must take the connection
         return check_references(config)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None

@@ -75,8 +75,25 @@ def mysql_password(config: PipelineConfig) -> str:
 
 
 def connect(config: PipelineConfig, readonly: bool = True) -> metadata_store.MetadataStore:
-    """The MLMD store the config names (read-only on SQLite unless `readonly=False`)."""
-    return metadata_store.MetadataStore(connection_config(config, readonly))
+    """The MLMD store the config names (read-only on SQLite unless `readonly=False`).
+
+    Raises:
+        ConfigError: the MySQL server does not take the connection (MLMD's own error is a bare
+            RuntimeError, often with an empty message).
+    """
+    connection = connection_config(config, readonly)
+    try:
+        return metadata_store.MetadataStore(connection)
+    except RuntimeError as error:
+        if config.metadata.mysql is None:
+            raise
+        m = config.metadata.mysql
+        # MLMD's text is "mysql_real_connect failed: errno: N, error: WHY", WHY often empty.
+        why = str(error).rpartition("error: ")[2].strip() or (
+            "is the server running there, and is the password "
+            + (f"in ${m.password_env} right?" if m.password_env else "(none) right?"))
+        raise ConfigError(f"{config.source}: metadata.mysql: cannot connect to database "
+                          f"{m.database!r} as {m.user!r} on {m.host}:{m.port}: {why}") from None
 
 
 def state_name(execution: Execution) -> str:

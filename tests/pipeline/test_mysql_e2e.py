@@ -39,8 +39,9 @@ def mariadb():
     datadir = root / "data"
     datadir.mkdir()
     shutil.chown(datadir, "mysql", "mysql")
-    subprocess.run(["mysql_install_db", "--no-defaults", "--user=mysql",
-                    f"--datadir={datadir}"], check=True, capture_output=True)
+    installed = subprocess.run(["mysql_install_db", "--no-defaults", "--user=mysql",
+                                f"--datadir={datadir}"], capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
     port, sock = _free_port(), datadir / "sock"
     server = subprocess.Popen(
         ["mysqld_safe", "--no-defaults", "--user=mysql", f"--datadir={datadir}",
@@ -136,3 +137,28 @@ def test_a_password_in_the_yaml_is_refused(mysql_config, tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: {bad}: metadata.mysql.password:")
     assert len(result.output.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [("run",), ("models", "list"),
+                                     ("manifests", "--output-dir", "manifests")])
+def test_a_server_that_refuses_the_connection_is_one_line(mysql_config, mariadb, monkeypatch,
+                                                          tmp_path, command):
+    import yaml
+
+    path, _ = mysql_config
+    raw = yaml.safe_load(path.read_text())
+    monkeypatch.setenv(PASSWORD_ENV, "not-the-password")
+    wrong_password = write_config(tmp_path / "wrong.yaml", raw)
+    raw["metadata"]["mysql"]["port"] = _free_port()  # nothing listens there
+    nobody = write_config(tmp_path / "nobody.yaml", raw)
+    monkeypatch.chdir(tmp_path)
+    why = f"is the server running there, and is the password in ${PASSWORD_ENV} right?"
+    for bad in (wrong_password, nobody):
+        result = _cli(*command[:1], *command[1:], "--config", str(bad))
+        assert result.exit_code == 1
+        port = raw["metadata"]["mysql"]["port"] if bad == nobody else mariadb
+        assert result.output.startswith(
+            f"Error: {bad}: metadata.mysql: cannot connect to database 'mlmd' as 'skewless' on "
+            f"127.0.0.1:{port}: "), result.output
+        assert result.output.endswith(f": {why}\n") and len(result.output.splitlines()) == 1
+    assert not (tmp_path / "manifests").exists()
