@@ -132,14 +132,20 @@ def _promotion_line(move) -> str:
 @click.argument("version", type=int)
 @LABEL_OPTION
 @click.option("--force", is_flag=True, help="Promote a version that is not blessed.")
-def promote_command(config_path: Path, version: int, label: str, force: bool) -> None:
+@click.option("--server", metavar="HOST:PORT",
+              help="REST address of a server polling the model config file: when LABEL exists "
+                   "and VERSION is not loaded, promote loads it first and waits for it there.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              help="Seconds to wait for VERSION to become AVAILABLE on --server.")
+def promote_command(config_path: Path, version: int, label: str, force: bool,
+                    server: str | None, timeout: float) -> None:
     """Point LABEL at a pushed VERSION in the model config file the servers poll."""
     from skewless.pipeline.promotion import PromotionError, model_config_path, promote
 
     config = load_config_or_exit(config_path, check_data=False)
     _registry(config)  # the store must exist
     try:
-        move = promote(config, version, label, force=force)
+        move = promote(config, version, label, force=force, server=server, timeout=timeout)
     except PromotionError as error:
         raise click.ClickException(str(error)) from None
     click.echo(_promotion_line(move))

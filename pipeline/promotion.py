@@ -6,7 +6,9 @@ The model config file `skewless serve` and `tensorflow_model_server` poll
 (`--model_config_file`, `--model_config_file_poll_wait_seconds`) is then rewritten atomically with
 the labels, and with every labelled version (and each label's rollback target) kept loaded:
 TF Serving assigns a label only to a version that is already available (`ServerCore::
-UpdateModelVersionLabelMap` runs before the new versions load).
+UpdateModelVersionLabelMap` runs before the new versions load). Moving a label to a version no
+server has loaded therefore takes two writes: the first loads it, and once a server answers
+that it is AVAILABLE the second moves the label.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dataclasses
 import datetime
 import getpass
 import re
+import time
 from pathlib import Path
 
 from ml_metadata import metadata_store
@@ -148,12 +151,18 @@ def _user() -> str:
         return "unknown"
 
 
-def promote(config: PipelineConfig, version: int, label: str, force: bool = False) -> Promotion:
+def promote(config: PipelineConfig, version: int, label: str, force: bool = False,
+            server: str | None = None, timeout: float = 300.0) -> Promotion:
     """Points a label at a pushed version, rewrites the model config file and records the move.
+
+    Args:
+        server: `HOST:PORT` of a server's REST API that polls the model config file; needed
+            when the label exists and the version is not loaded, to wait for it to load.
+        timeout: seconds to wait for the version to become AVAILABLE there.
 
     Raises:
         PromotionError: a bad label, or a version that was not pushed, is not blessed (unless
-            `force`) or is not on disk.
+            `force`), is not on disk, or must load first and did not (or no server was given).
     """
     check_label(label)
     store = connect(config, readonly=False)
@@ -174,7 +183,7 @@ def promote(config: PipelineConfig, version: int, label: str, force: bool = Fals
     current = registry_labels(store, config.pipeline.name, newest).labels
     move = Promotion(label, version, current.get(label), PROMOTE, _user(),
                      datetime.datetime.now())
-    return _apply(config, store, move, newest)
+    return _apply(config, store, move, newest, server, timeout)
 
 
 def rollback(config: PipelineConfig, label: str) -> Promotion:
@@ -199,8 +208,64 @@ def rollback(config: PipelineConfig, label: str) -> Promotion:
 
 
 def _apply(config: PipelineConfig, store: metadata_store.MetadataStore, move: Promotion,
-           newest: int) -> Promotion:
-    labels = _labels_of([*history(store, config.pipeline.name), move], newest)
-    write_local_serving_files(config, registry=labels)  # each file: a temp file, then a rename
+           newest: int, server: str | None = None, timeout: float = 300.0) -> Promotion:
+    moves = history(store, config.pipeline.name)
+    before = _labels_of(moves, newest)
+    if move.label in before.labels and move.version not in before.loaded:
+        _load_first(config, before, move.version, server, timeout)
+    write_local_serving_files(config, registry=_labels_of([*moves, move], newest))
     _record(store, config.pipeline.name, move)
     return move
+
+
+def _load_first(config: PipelineConfig, before: RegistryLabels, version: int,
+                server: str | None, timeout: float) -> None:
+    """Writes the model config with `version` loaded and the labels unchanged, and waits until
+    `server` has it AVAILABLE; on failure the file is put back as it was."""
+    from skewless.serving.client import RestClient
+    from skewless.serving.errors import ServingError
+
+    path, name = model_config_path(config), config.serving.model_name
+    if server is None:
+        loaded = ", ".join(str(v) for v in before.loaded)
+        raise PromotionError(
+            f"version {version} is not loaded ({path} loads {loaded}) and TF Serving moves a "
+            f"label only to a loaded version: pass --server HOST:PORT, the REST address of a "
+            f"server polling that file, to load it first and wait for it")
+    host, _, port = server.rpartition(":")
+    if not host or not port.isdigit():
+        raise PromotionError(f"--server {server!r} is not HOST:PORT")
+    client = RestClient(host, int(port), timeout=10.0, retries=0)
+    try:
+        client.status(name)
+    except ServingError as error:
+        raise PromotionError(f"cannot ask {server} about model {name}: {error.message}") from None
+    write_local_serving_files(config, registry=RegistryLabels(
+        before.labels, tuple(sorted({*before.loaded, version}))))
+    try:
+        _wait_available(client, name, version, timeout, server)
+    except PromotionError:
+        write_local_serving_files(config, registry=before)
+        raise
+    finally:
+        client.close()
+
+
+def _wait_available(client, name: str, version: int, timeout: float, server: str) -> None:
+    from skewless.serving.errors import ServingError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            [status] = client.status(name, version=version)
+        except ServingError:
+            status = None  # not known to the server yet
+        if status and status["state"] == "AVAILABLE":
+            return
+        if status and status["state"] == "END":
+            raise PromotionError(f"version {version} did not load on {server}: "
+                                 f"{status['status'].get('error_message', 'no reason given')}")
+        if time.monotonic() > deadline:
+            raise PromotionError(f"version {version} was not AVAILABLE on {server} within "
+                                 f"{timeout:g} s; the model config file is back as it was")
+        time.sleep(0.25)

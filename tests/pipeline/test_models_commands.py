@@ -85,13 +85,14 @@ def _grpc_label_version(stub, client, rows, label: str) -> int:
 
 @pytest.fixture(scope="module")
 def label_moves(two_versions, tmp_path_factory):
-    """Promote v1 to stable, serve, promote v2 under a steady load, roll back: what was seen."""
+    """Promote v2 to stable, serve, promote v1 (not loaded yet: two steps) under a steady load,
+    roll back: what was seen."""
     from skewless.pipeline.eval_rows import eval_rows
     from skewless.serving.client import GrpcClient, RestClient
 
     config, v1, v2 = two_versions
     config_path = str(config.source)
-    first = cli("models", "promote", "--config", config_path, str(v1), "--label", "stable")
+    first = cli("models", "promote", "--config", config_path, str(v2), "--label", "stable")
     assert first.exit_code == 0, first.output
     models_config = config.serving.push_dir / "models.config"
     tmp = tmp_path_factory.mktemp("serve")
@@ -142,22 +143,26 @@ def label_moves(two_versions, tmp_path_factory):
         worker.start()
         try:
             time.sleep(1)
-            moved = cli("models", "promote", "--config", config_path, str(v2), "--label",
-                        "stable")
+            before = models_config.read_text()
+            seen["unloaded"] = cli("models", "promote", "--config", config_path, str(v1),
+                                   "--label", "stable")
+            seen["unchanged"] = models_config.read_text() == before
+            moved = cli("models", "promote", "--config", config_path, str(v1), "--label",
+                        "stable", "--server", f"127.0.0.1:{rest_port}", "--timeout", "60")
             seen["outputs"].append(moved.output)
-            wait_for(v2)
+            seen["promoted_config"] = models_config.read_text()
+            wait_for(v1)
             observe()
             time.sleep(1)
             back = cli("models", "rollback", "--config", config_path, "--label", "stable")
             seen["outputs"].append(back.output)
-            wait_for(v1)
+            wait_for(v2)
             observe()
             time.sleep(1)
         finally:
             stop.set()
             worker.join()
         seen["load"] = load
-        seen["models_config"] = models_config.read_text()
         rest.close()
         grpc_client.close()
         channel.close()
@@ -165,15 +170,31 @@ def label_moves(two_versions, tmp_path_factory):
         server.terminate()
         server.wait(timeout=30)
         log.close()
+    seen["server_log"] = (tmp / "serve.log").read_text()
     return seen
 
 
 def test_rest_and_grpc_labels_follow_promotion_and_rollback(two_versions, label_moves):
     _, v1, v2 = two_versions
-    assert label_moves["rest"] == [v1, v2, v1]
-    assert label_moves["grpc"] == [v1, v2, v1]
-    assert label_moves["outputs"][1].startswith(f"stable: version {v2} (was version {v1})")
-    assert label_moves["outputs"][2].startswith(f"stable: version {v1} (was version {v2})")
+    assert label_moves["rest"] == [v2, v1, v2]
+    assert label_moves["grpc"] == [v2, v1, v2]
+    assert label_moves["outputs"][1].startswith(f"stable: version {v1} (was version {v2})")
+    assert label_moves["outputs"][2].startswith(f"stable: version {v2} (was version {v1})")
+
+
+def test_a_label_moves_to_an_unloaded_version_in_two_steps(two_versions, label_moves):
+    """TF Serving refuses to move a label to a version still loading, and a refused reload never
+    loads it: without --server, promote refuses and writes nothing; with it, the server loads the
+    version first and never refuses a reload."""
+    config, v1, v2 = two_versions
+    refused = label_moves["unloaded"]
+    assert refused.exit_code == 1
+    assert refused.output == (
+        f"Error: version {v1} is not loaded ({config.serving.push_dir / 'models.config'} loads "
+        f"{v2}) and TF Serving moves a label only to a loaded version: pass --server HOST:PORT, "
+        "the REST address of a server polling that file, to load it first and wait for it\n")
+    assert label_moves["unchanged"]
+    assert "not currently available" not in label_moves["server_log"]
 
 
 def test_no_request_fails_while_the_label_moves(label_moves):
@@ -185,7 +206,7 @@ def test_no_request_fails_while_the_label_moves(label_moves):
 def test_the_model_config_keeps_labelled_and_rollback_versions_loaded(two_versions,
                                                                        label_moves):
     _, v1, v2 = two_versions
-    text = label_moves["models_config"]
+    text = label_moves["promoted_config"]  # stable: v1, its rollback target v2
     assert f"versions: {v1}" in text and f"versions: {v2}" in text
     assert 'key: "stable"' in text and f"value: {v1}" in text
 
@@ -197,7 +218,7 @@ def test_mlmd_records_each_move(two_versions, label_moves):
     config, v1, v2 = two_versions
     moves = [m for m in history(connect(config), config.pipeline.name) if m.label == "stable"]
     assert [(m.action, m.version, m.previous_version) for m in moves][:3] == [
-        ("promote", v1, None), ("promote", v2, v1), ("rollback", v1, v2)]
+        ("promote", v2, None), ("promote", v1, v2), ("rollback", v2, v1)]
     assert all(m.user for m in moves)
 
 
@@ -207,7 +228,7 @@ def test_list_shows_versions_data_metrics_blessing_and_labels(two_versions, labe
     assert result.exit_code == 0, result.output
     rows = {row["version"]: row for row in json.loads(result.output)}
     assert set(rows) == {v1, v2}
-    assert rows[v1]["labels"] == ["stable"] and rows[v2]["labels"] == []
+    assert rows[v2]["labels"] == ["stable"] and rows[v1]["labels"] == []
     for row in rows.values():
         assert row["pushed"] and row["blessed"] and row["why"] == "every threshold held"
         assert row["source"] == str(config.data.path.parent)
