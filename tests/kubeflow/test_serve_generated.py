@@ -12,8 +12,7 @@ import urllib.request
 
 import pytest
 
-from skewless.pipeline.config import parse_config
-from tests.conftest import REPO, sample_config_dict, write_sample
+from tests.conftest import REPO
 
 COMMITTED = REPO / "kubeflow" / "serving"
 
@@ -33,39 +32,14 @@ def _value(text: str):
     return text
 
 
-@pytest.fixture(scope="module")
-def pushed(tmp_path_factory):
-    """A config whose pipeline ran on 500 rows and pushed a version (about a minute)."""
-    from skewless.pipeline.runner import run_pipeline
-
-    workdir = tmp_path_factory.mktemp("pushed")
-    tmp = workdir / "tmp"
-    tmp.mkdir()
-    data = write_sample(workdir / "data" / "data.csv", 500)
-    old_tmpdir = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(tmp)
-    raw = sample_config_dict(
-        workdir, data, model={"train_steps": 50, "eval_steps": 5},
-        evaluation={"thresholds": [{"metric": "AUC", "lower_bound": 0.0}], "slices": []},
-    )
-    # Named as the bundled config, so that the generated files' headers match the committed ones.
-    config = parse_config(raw, workdir / "taxi.yaml")
-    try:
-        run_pipeline(config, on_event=lambda event: None)
-    finally:
-        if old_tmpdir is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = old_tmpdir
-    versions = [p for p in config.model_push_dir.iterdir() if p.name.isdigit()]
-    assert len(versions) == 1, "the pipeline pushed no version"
-    return config
-
-
 @pytest.mark.e2e
-def test_skewless_serve_runs_on_the_generated_files(pushed, tmp_path):
+def test_skewless_serve_runs_on_the_generated_files(pushed_taxi, tmp_path):
+    """On the suite's shared pushed model, whose config is named as the bundled one, so that the
+    generated files' headers match the committed ones."""
     from skewless.pipeline.manifests import write_local_serving_files
     from skewless.serving.client import RestClient
+
+    pushed, _ = pushed_taxi
 
     files = write_local_serving_files(pushed)
     assert {p.parent for p in files.values()} == {pushed.serving.push_dir}
