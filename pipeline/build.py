@@ -14,6 +14,7 @@ from skewless.components.avro_example_gen.component import AvroExampleGen
 from skewless.components.baseline_model.component import BaselineModel
 from skewless.components.data_formats import input_location
 from skewless.components.evaluator.component import Evaluator
+from skewless.components.infra_validator.component import InfraValidator
 from skewless.components.parquet_example_gen.component import ParquetExampleGen
 from skewless.components.pusher.component import Pusher
 from skewless.components.row_count_check.component import RowCountCheck
@@ -22,7 +23,11 @@ from skewless.components.tuner.executor import FINGERPRINT_PROPERTY
 from skewless.pipeline.run_config import PipelineConfig
 from skewless.pipeline.store import connection_config
 from skewless.transforms.features import WEIGHT_KEY
-from skewless.transforms.signatures import SERVING_TF_EXAMPLE, TRANSFORM_FEATURES
+from skewless.transforms.signatures import (
+    SERVING_DEFAULT,
+    SERVING_TF_EXAMPLE,
+    TRANSFORM_FEATURES,
+)
 from skewless.transforms.task import BinaryTask, MulticlassTask, Task
 from skewless.transforms.tuning import TuningPlan, declared_search_space
 
@@ -44,6 +49,7 @@ ROW_COUNT_CHECK = "RowCountCheck"
 TUNER = "Tuner"
 HYPERPARAMETERS_IMPORTER = "HyperparametersImporter"
 BASELINE_MODEL = "BaselineModel"
+INFRA_VALIDATOR = "InfraValidator"
 
 
 Steps = tfx.proto.TrainArgs | tfx.proto.EvalArgs | data_types.RuntimeParameter
@@ -327,13 +333,35 @@ def _training_components(
         baseline_model=baseline.outputs["baseline_model"],
         eval_config=eval_config(config),
     ).with_id(EVALUATOR)
+    infra_validator = infra_validation(config, trainer, examples)
     pusher = Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=infra_validator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=placement.model_push_dir
             )
         ),
     ).with_id(PUSHER)
-    return [validator, gate, row_check, transform, *tuning, trainer, baseline, evaluator, pusher]
+    return [validator, gate, row_check, transform, *tuning, trainer, baseline, evaluator,
+            infra_validator, pusher]
+
+
+def infra_validation(config: PipelineConfig, trainer, examples) -> InfraValidator:
+    """The InfraValidator: the candidate served on skewless's server, queried with eval rows."""
+    limits = config.infra_validation
+    return InfraValidator(
+        model=trainer.outputs["model"],
+        examples=examples.outputs["examples"],
+        validation_spec=tfx.proto.ValidationSpec(
+            max_loading_time_seconds=limits.max_loading_time_seconds),
+        request_spec=tfx.proto.RequestSpec(
+            tensorflow_serving=tfx.proto.TensorFlowServingRequestSpec(
+                signature_names=[SERVING_DEFAULT]),
+            split_name="eval",
+            num_examples=limits.num_examples,
+            make_warmup=True,
+        ),
+        max_latency_ms=float(limits.max_latency_ms),
+    ).with_id(INFRA_VALIDATOR)

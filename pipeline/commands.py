@@ -161,7 +161,15 @@ def run(config_path: Path) -> None:
         click.echo(f"  {_format_tuning(summary.tuning)}")
     for check in summary.checks:
         click.echo(f"  {_format_check(check)}")
-    if summary.blessed:
+    check = summary.serving_check
+    if check is not None and not check.problem:
+        click.echo(f"  served: loaded in {check.load_seconds:.1f} s, {check.requests} requests "
+                   f"over REST and gRPC answered as in-process, slowest "
+                   f"{check.latency_ms_max:.1f} ms")
+    if summary.blessed and check is not None and check.problem:
+        click.echo("  blessed: yes")
+        click.echo(f"  pushed: NO - the model failed on the server: {check.problem}")
+    elif summary.blessed:
         click.echo("  blessed: yes")
         click.echo(f"  pushed: version {summary.pushed_version} at {summary.pushed_path}")
     else:

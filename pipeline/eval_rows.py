@@ -7,22 +7,7 @@ from typing import Any
 
 from skewless.pipeline.config import ConfigError
 from skewless.pipeline.run_config import PipelineConfig
-
-
-def example_to_row(example, names: tuple[str, ...]) -> dict[str, Any] | None:
-    """A tf.train.Example as one raw value per feature; None when a feature is missing."""
-    row: dict[str, Any] = {}
-    for name in names:
-        feature = example.features.feature.get(name)
-        if feature is None:
-            return None
-        kind = feature.WhichOneof("kind")
-        values = getattr(feature, kind).value if kind else []
-        if not values:
-            return None
-        value = values[0]
-        row[name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    return row
+from skewless.serving.example_rows import complete_rows
 
 
 def eval_rows(config: PipelineConfig, limit: int = 1000) -> list[dict[str, Any]]:
@@ -46,14 +31,7 @@ def eval_rows(config: PipelineConfig, limit: int = 1000) -> list[dict[str, Any]]
         raise ConfigError(f"{source}: no ExampleGen output yet; run `skewless run --config "
                           f"{source}` first, or give --rows")
     files = sorted(tf.io.gfile.glob(os.path.join(artifact.uri, "Split-eval", "*")))
-    names = config.features.raw_names
-    rows = []
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-        row = example_to_row(tf.train.Example.FromString(record.numpy()), names)
-        if row is not None:
-            rows.append(row)
-            if len(rows) >= limit:
-                break
+    rows = complete_rows(files, config.features.raw_names, limit)
     if not rows:
         raise ConfigError(f"{source}: the eval split under {artifact.uri} has no row with every "
                           f"feature of the config")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from skewless.pipeline.commands import CONFIG_OPTION, load_config_or_exit
+from skewless.pipeline.compare_commands import compare
 from skewless.pipeline.run_config import PipelineConfig
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -168,5 +169,7 @@ def rollback_command(config_path: Path, label: str) -> None:
     click.echo(_promotion_line(move))
     click.echo(f"  {model_config_path(config)} rewritten; servers polling it follow")
 
+
+models.add_command(compare)
 
 COMMANDS = [models]

@@ -13,12 +13,14 @@ from ml_metadata.proto import metadata_store_pb2
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2
 
 from skewless.components.anomaly_gate.executor import Anomaly, read_anomalies_at
+from skewless.components.infra_validator import executor as infra_validator
 from skewless.components.row_count_check.executor import count_statistics_at
 from skewless.components.tuner import executor as tuner_executor
 from skewless.pipeline.build import (
     EVALUATOR,
     EXAMPLE_VALIDATOR,
     HYPERPARAMETERS_IMPORTER,
+    INFRA_VALIDATOR,
     PUSHER,
     SCHEMA_GEN,
     STATISTICS_GEN,
@@ -71,6 +73,30 @@ class TuningOutcome:
 
 
 @dataclasses.dataclass(frozen=True)
+class ServingCheck:
+    """What the InfraValidator measured; `problem` says why it did not bless ("" if it did)."""
+
+    problem: str
+    load_seconds: float | None
+    requests: int
+    latency_ms_max: float | None
+
+    @classmethod
+    def from_blessing(cls, blessing: metadata_store_pb2.Artifact) -> ServingCheck:
+        props = blessing.custom_properties
+
+        def number(name: str) -> float | None:
+            return props[name].double_value if name in props else None
+
+        return cls(
+            problem=props[infra_validator.PROBLEM_PROPERTY].string_value,
+            load_seconds=number(infra_validator.LOAD_SECONDS_PROPERTY),
+            requests=props[infra_validator.REQUESTS_PROPERTY].int_value,
+            latency_ms_max=number(infra_validator.LATENCY_MAX_PROPERTY),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class RunSummary:
     blessed: bool | None
     checks: tuple[MetricCheck, ...]
@@ -79,6 +105,7 @@ class RunSummary:
     pushed_path: str | None
     examples: int | None
     tuning: TuningOutcome | None = None
+    serving_check: ServingCheck | None = None  # None when the InfraValidator did not run
 
 
 HYPERPARAMETERS = "HyperParameters"
@@ -204,6 +231,7 @@ def summarize(config: PipelineConfig) -> RunSummary:
     evaluation = latest_output(store, name, EVALUATOR, "ModelEvaluation")
     blessing = latest_output(store, name, EVALUATOR, "ModelBlessing")
     pushed = latest_output(store, name, PUSHER, "PushedModel")
+    infra = latest_output(store, name, INFRA_VALIDATOR, "InfraBlessing")
     statistics = latest_output(store, name, STATISTICS_GEN, "ExampleStatistics")
     blessed = None if blessing is None else is_blessed(blessing)
     version = path = None
@@ -214,8 +242,9 @@ def summarize(config: PipelineConfig) -> RunSummary:
         examples = sum(count_statistics_at(statistics.uri, split_names(statistics)).values())
     checks = metric_checks(config, evaluation.uri) if evaluation is not None else ()
     metrics = task_metrics(config, evaluation.uri) if evaluation is not None else {}
+    serving_check = ServingCheck.from_blessing(infra) if infra is not None else None
     return RunSummary(blessed, checks, metrics, version, path, examples,
-                      tuning_outcome(store, config))
+                      tuning_outcome(store, config), serving_check)
 
 
 def split_names(artifact: metadata_store_pb2.Artifact) -> list[str]:

@@ -319,6 +319,25 @@ class ServingSection(Section):
     push_dir: LaxPath
 
 
+class InfraValidationSection(Section):
+    """The check that a candidate loads and answers on skewless's server before it is pushed
+    (`components/infra_validator`), named as TFX's ValidationSpec and RequestSpec."""
+
+    num_examples: int = Field(default=8, gt=0, le=1000)  # eval rows: requests and warm-up records
+    max_loading_time_seconds: int = Field(default=120, gt=0)  # load and warm-up
+    max_latency_ms: float = Field(default=2000, gt=0)  # the slowest request
+
+
+class CanarySection(Section):
+    """The limits `skewless models compare` holds a candidate label to against a baseline."""
+
+    rows: int = Field(default=200, gt=0)
+    min_agreement: float = Field(default=0.99, ge=0, le=1)  # classifiers: rows of the same class
+    max_mean_abs_difference: float = Field(default=0.01, ge=0)  # regressors
+    max_abs_difference: float | None = Field(default=None, ge=0)  # regressors, any one row
+    max_p99_latency_ms: float | None = Field(default=None, gt=0)  # either label
+
+
 class MySQL(Section):
     host: str
     port: int = 3306
@@ -360,6 +379,8 @@ class PipelineConfig(Section):
     evaluation: EvaluationSection = EvaluationSection()
     tuning: TuningSection | None = None
     serving: ServingSection
+    infra_validation: InfraValidationSection = InfraValidationSection()
+    canary: CanarySection = CanarySection()
     metadata: MetadataSection
     beam: BeamSection = BeamSection()
     kubeflow: KubeflowSection = KubeflowSection()

@@ -61,6 +61,27 @@ def rows_to_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list]:
     return {name: [row[name] for row in rows] for name in names}
 
 
+def rows_to_arrays(
+    rows: Sequence[Mapping[str, Any]], dtypes: Mapping[str, np.dtype]
+) -> dict[str, np.ndarray]:
+    """One array per feature, in the signature's dtype where it has the feature (strings as
+    bytes in object arrays, as TensorFlow holds them).
+
+    Raises:
+        ValueError: The rows are empty or do not all have the same features.
+    """
+    arrays = {}
+    for name, values in rows_to_columns(rows).items():
+        dtype = dtypes.get(name)
+        if dtype is not None and dtype.kind == "O":
+            array = np.empty(len(values), dtype=object)
+            array[:] = [v.encode() if isinstance(v, str) else v for v in values]
+        else:
+            array = np.asarray(values, dtype=dtype)
+        arrays[name] = array
+    return arrays
+
+
 def _with_retries(call: Callable[[], _T], retries: int, backoff: float) -> _T:
     for attempt in range(retries + 1):
         try:
@@ -435,13 +456,8 @@ class GrpcClient:
         dtypes, _ = self._signature(model, version, label, signature_name)
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec, model, version, label, signature_name)
-        for name, values in rows_to_columns(rows).items():
-            dtype = tensors.numpy_dtype(dtypes[name]) if name in dtypes else None
-            if dtype is not None and dtype.kind == "O":
-                array = np.empty(len(values), dtype=object)
-                array[:] = [v.encode() if isinstance(v, str) else v for v in values]
-            else:
-                array = np.asarray(values, dtype=dtype)
+        arrays = rows_to_arrays(rows, {a: tensors.numpy_dtype(d) for a, d in dtypes.items()})
+        for name, array in arrays.items():
             request.inputs[name].CopyFrom(tensors.to_tensor_proto(array))
         return request
 

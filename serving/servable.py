@@ -95,6 +95,24 @@ def signature_from_def(name: str, signature_def: meta_graph_pb2.SignatureDef) ->
     return Signature(name, signature_def.method_name, inputs, outputs, defaults)
 
 
+def saved_model_signature(model_dir: str, name: str = DEFAULT_SIGNATURE) -> Signature:
+    """A signature of the ``serve`` MetaGraph, read from ``saved_model.pb`` without loading.
+
+    Raises:
+        KeyError: The SavedModel has no ``serve`` MetaGraph or no such signature.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    with tf.io.gfile.GFile(f"{model_dir}/saved_model.pb", "rb") as handle:
+        saved_model = saved_model_pb2.SavedModel.FromString(handle.read())
+    for meta_graph in saved_model.meta_graphs:
+        if SERVE_TAG in meta_graph.meta_info_def.tags:
+            if name not in meta_graph.signature_def:
+                raise KeyError(f"{model_dir} has no signature {name!r}")
+            return signature_from_def(name, meta_graph.signature_def[name])
+    raise KeyError(f"{model_dir} has no {SERVE_TAG!r} MetaGraph")
+
+
 _CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 

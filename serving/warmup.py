@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
-from tensorflow_serving.apis import prediction_log_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from skewless.serving import inference, tensors
-from skewless.serving.servable import LoadedModel
+from skewless.serving.client import rows_to_arrays
+from skewless.serving.servable import LoadedModel, Signature
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit on the number of warm-up records.
@@ -91,3 +93,41 @@ def _replay(model: LoadedModel, log: prediction_log_pb2.PredictionLog) -> None:
     else:
         raise WarmupError(f"unsupported warm-up log type: {kind}")
     plan.run()
+
+
+def predict_logs(
+    model_name: str, signature: Signature, rows: Sequence[Mapping[str, Any]]
+) -> list[prediction_log_pb2.PredictionLog]:
+    """One logged Predict request per row, in the signature's dtypes, as TFX's InfraValidator
+    logs the requests it sent (`request_builder.py`: one example per request)."""
+    dtypes = {alias: spec.dtype for alias, spec in signature.inputs.items()}
+    logs = []
+    for row in rows:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model_name
+        request.model_spec.signature_name = signature.name
+        for name, array in rows_to_arrays([row], dtypes).items():
+            request.inputs[name].CopyFrom(tensors.to_tensor_proto(array))
+        logs.append(prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)))
+    return logs
+
+
+def write_warmup_file(model_dir: str, logs: Sequence[prediction_log_pb2.PredictionLog]) -> str:
+    """Writes ``assets.extra/tf_serving_warmup_requests`` into a SavedModel folder, a TFRecord of
+    PredictionLogs as TF Serving's ``saved_model_warmup`` reads it; returns its path.
+
+    Raises:
+        WarmupError: More records than TF Serving replays.
+    """
+    import tensorflow as tf
+
+    if len(logs) > MAX_WARMUP_RECORDS:
+        raise WarmupError(f"{len(logs)} warm-up records; TF Serving reads at most "
+                          f"{MAX_WARMUP_RECORDS}")
+    path = os.path.join(model_dir, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for log in logs:
+            writer.write(log.SerializeToString())
+    return path

@@ -19,7 +19,7 @@ from tfx.components.pusher import executor as tfx_pusher
 from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
-from tfx.utils import io_utils, proto_utils
+from tfx.utils import io_utils, path_utils, proto_utils
 
 
 def existing_versions(base: str | os.PathLike) -> list[int]:
@@ -85,8 +85,29 @@ def push_atomically(model_dir: Path, base: Path, now: float | None = None) -> Pa
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def infra_validated_model(input_dict: dict[str, list[types.Artifact]]) -> str | None:
+    """The InfraValidator's copy of the model (with its warm-up requests), if it made one."""
+    blessings = input_dict.get(standard_component_specs.INFRA_BLESSING_KEY)
+    if not blessings:
+        return None
+    blessing = artifact_utils.get_single_instance(blessings)
+    if not blessing.get_int_custom_property(tfx_pusher._INFRA_BLESSING_MODEL_FLAG_KEY):
+        return None
+    return path_utils.stamped_model_path(blessing.uri)
+
+
 class Executor(tfx_pusher.Executor):
-    """TFX's Pusher with an atomic, monotonic filesystem push."""
+    """TFX's Pusher with an atomic, monotonic filesystem push, that requires an infra blessing
+    and pushes the infra-validated copy of the model, warm-up requests included."""
+
+    def CheckBlessing(self, input_dict: dict[str, list[types.Artifact]]) -> bool:
+        if not input_dict.get(standard_component_specs.INFRA_BLESSING_KEY):
+            logging.info("No infra blessing: the model was not validated on a server.")
+            return False
+        return super().CheckBlessing(input_dict)
+
+    def GetModelPath(self, input_dict: dict[str, list[types.Artifact]]) -> str:
+        return infra_validated_model(input_dict) or super().GetModelPath(input_dict)
 
     def Do(
         self,

@@ -98,6 +98,7 @@ def test_tasks_and_dependencies_are_the_local_pipelines(compiled):
     assert edges == local_edges
     assert ("AnomalyGate", "Transform") in edges and ("RowCountCheck", "Transform") in edges
     assert ("Trainer", "BaselineModel") in edges and ("BaselineModel", "Evaluator") in edges
+    assert ("Trainer", "InfraValidator") in edges and ("InfraValidator", "Pusher") in edges
 
 
 def test_every_task_runs_the_project_image_with_installed_code(compiled):
@@ -105,7 +106,7 @@ def test_every_task_runs_the_project_image_with_installed_code(compiled):
     config = load_config(TAXI_CONFIG, check_data=False)
     containers = [e["container"] for e in spec["deploymentSpec"]["executors"].values()
                   if "container" in e]
-    assert len(containers) == len(spec["deploymentSpec"]["executors"]) == 11
+    assert len(containers) == len(spec["deploymentSpec"]["executors"]) == 12
     assert {c["image"] for c in containers} == {config.kubeflow.image}
     # TFX's entrypoint behind the shim that reads open-source KFP's executor input.
     assert {tuple(c["command"]) for c in containers} == {
@@ -114,7 +115,8 @@ def test_every_task_runs_the_project_image_with_installed_code(compiled):
     assert {"skewless.components.pusher.executor.Executor",
             "skewless.components.anomaly_gate.executor.Executor",
             "skewless.components.baseline_model.executor.Executor",
-            "skewless.components.evaluator.executor.Executor"} <= classes
+            "skewless.components.evaluator.executor.Executor",
+            "skewless.components.infra_validator.executor.Executor"} <= classes
     tasks = spec["root"]["dag"]["tasks"]
 
     def constant(task, name):

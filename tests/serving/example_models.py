@@ -8,14 +8,12 @@ signatures and a Predict signature whose ``scale`` input has a default value.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from skewless.serving import tensors
-from skewless.serving.warmup import WARMUP_FILE
+from skewless.serving.warmup import write_warmup_file
 
 TAXI_FEATURES: dict[str, tf.DType] = {
     "trip_miles": tf.float32,
@@ -140,19 +138,15 @@ def write_warmup_requests(
     Returns:
         The warm-up file's path.
     """
-    target = os.path.join(path, WARMUP_FILE)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    with tf.io.TFRecordWriter(target) as writer:
-        for batch in batches:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.signature_name = signature_name
-            for name, array in batch.items():
-                request.inputs[name].CopyFrom(tensors.to_tensor_proto(array))
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)
-            )
-            writer.write(log.SerializeToString())
-    return target
+    logs = []
+    for batch in batches:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.signature_name = signature_name
+        for name, array in batch.items():
+            request.inputs[name].CopyFrom(tensors.to_tensor_proto(array))
+        logs.append(prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)))
+    return write_warmup_file(path, logs)
 
 
 def export_classifier_model(path: str) -> str:

@@ -56,3 +56,16 @@ def poisonable(features, task, hyperparameters):
 
 
 poisonable.search_space = {"poison": {"values": [0, 1]}, "width": {"values": [3]}}
+
+
+def batch_statistics(features, task, hyperparameters):
+    """A network that normalises with the statistics of the batch it is given, at inference too
+    (batch normalisation left in training mode): it trains and evaluates in batches, but a
+    single row is always normalised to zero, so served one row at a time every answer is the
+    same."""
+    inputs = {name: keras.Input(shape=(1,), name=name, dtype=f.dtype)
+              for name, f in features.items()}
+    x = keras.layers.concatenate([tf.cast(i, tf.float32) for i in inputs.values()])
+    x = keras.layers.Dense(8, activation="relu", name=CUSTOM_LAYER)(x)
+    x = keras.layers.BatchNormalization()(x, training=True)
+    return task.compile(keras.Model(inputs, task.head(x)), hyperparameters.learning_rate)
