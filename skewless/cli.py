@@ -25,12 +25,17 @@ def main() -> None:
 
 
 def _register() -> None:
-    from skewless.pipeline import batch_commands, deploy_commands, loadtest_commands
+    from skewless.pipeline import (
+        batch_commands,
+        deploy_commands,
+        loadtest_commands,
+        monitor_commands,
+    )
     from skewless.pipeline import commands as pipeline_commands
     from skewless.serving import cli as serving_commands
 
     for module in (pipeline_commands, deploy_commands, batch_commands, loadtest_commands,
-                   serving_commands):
+                   serving_commands, monitor_commands):
         for command in module.COMMANDS:
             main.add_command(command)
 
