@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from skewless.pipeline import figures, plots
 from skewless.pipeline.files import write_text_atomically
-from skewless.pipeline.monitoring import Comparison, MonitorResult
+from skewless.pipeline.monitoring import Comparison, MonitorResult, feature_names
 from skewless.pipeline.report import STYLE, _table
 
 CHECKS = {"skew": "skew (serving against training)",
@@ -131,8 +131,11 @@ def render_report(result: MonitorResult, triggers: list[dict]) -> str:
         parts.append(_table(["trigger", "why"], [[html.escape(t["trigger"]),
                                                   html.escape(t["reason"])] for t in triggers]))
     parts.append("<h2>Training against serving, per feature</h2>")
+    served = set(feature_names(result.serving))  # the model's features, not every column
     for feature in figures.distributions({"training": result.training,
                                           "serving": result.serving}):
+        if feature.name not in served:
+            continue
         picture = plots.feature_distributions([feature], others=3)
         picture.set_label(feature.name)
         parts.append(f"<h3>{html.escape(feature.name)}</h3>{picture.img_tag()}")
