@@ -10,7 +10,14 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from skewless.components.data_formats import FORMATS
 from skewless.pipeline.cluster_config import DeploymentSection, KubeflowSection
-from skewless.pipeline.sections import LaxPath, ModelName, PipelineName, Section, text_matching
+from skewless.pipeline.sections import (
+    AbsolutePath,
+    LaxPath,
+    ModelName,
+    PipelineName,
+    Section,
+    text_matching,
+)
 from skewless.transforms.features import WEIGHT_KEY, FeaturePlan
 from skewless.transforms.task import TASKS, BinaryTask, MulticlassTask, RegressionTask, Task
 
@@ -347,6 +354,7 @@ class TransformSection(Section):
 
 
 Trigger = Literal["skew", "drift", "prediction_drift", "new_data"]
+CronSchedule = text_matching(r"(\S+\s+){4}\S+", "a cron schedule of five fields, e.g. '0 * * * *'")
 Duration = text_matching(r"[1-9][0-9]*[smhd]", "a duration such as 30m, 6h or 1d")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -364,14 +372,17 @@ class MonitoringSection(Section):
     window: Duration = "1d"  # the logs of the last window against the window before it
     triggers: tuple[Trigger, ...] = ("skew", "drift", "prediction_drift", "new_data")
     prometheus_file: LaxPath | None = None  # default <output_dir>/monitoring/skewless.prom
+    # `skewless manifests`: a Kubernetes CronJob running `skewless monitor --retrain`.
+    schedule: CronSchedule = "0 * * * *"
+    cluster_logs_dir: AbsolutePath = "/mnt/models/logs"  # the request logs, on a volume
 
     @field_validator("thresholds")
     @classmethod
     def _between_0_and_1(cls, value: dict[str, float]) -> dict[str, float]:
         for name, threshold in value.items():
             if not 0 < threshold <= 1:
-                raise ValueError(f"thresholds.{name}: expected a distance above 0 and at most 1, "
-                                 f"got {threshold!r}")
+                raise ValueError(f"monitoring.thresholds.{name}: expected a distance above 0 "
+                                 f"and at most 1, got {threshold!r}")
         return value
 
     @property
