@@ -168,7 +168,5 @@ def record_retrain_run(config: PipelineConfig, execution_id: int, run_id: str) -
 
 def monitor_runs(config: PipelineConfig) -> list[metadata_store_pb2.Execution]:
     """The recorded monitor runs of the config's pipeline, oldest first."""
-    store = connect(config)
-    if store.get_execution_type(MONITOR_EXECUTION_TYPE) is None:
-        return []
-    return sorted(store.get_executions_by_type(MONITOR_EXECUTION_TYPE), key=lambda e: e.id)
+    return sorted(connect(config).get_executions_by_type(MONITOR_EXECUTION_TYPE),
+                  key=lambda e: e.id)
