@@ -29,7 +29,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_p
 
 from skewless.pipeline.figures import feature_name, load_statistics, read_examples
 from skewless.pipeline.monitor_store import ServedModel
-from skewless.pipeline.request_logs import LoggedRequest, RequestLogs
+from skewless.pipeline.request_logs import LoggedRequest, RequestLogs, row_example
 from skewless.pipeline.run_config import PipelineConfig
 from skewless.transforms.signatures import SERVING_TF_EXAMPLE
 from skewless.transforms.task import MulticlassTask
@@ -248,19 +248,6 @@ def schema_anomalies(anomalies: anomalies_pb2.Anomalies) -> list[SchemaAnomaly]:
 # Predictions ------------------------------------------------------------------------------------
 
 
-def _example(row: dict[str, Any]) -> bytes:
-    example = tf.train.Example()
-    for name, value in row.items():
-        feature = example.features.feature[name]
-        if isinstance(value, str | bytes):
-            feature.bytes_list.value.append(value if isinstance(value, bytes) else value.encode())
-        elif isinstance(value, float):
-            feature.float_list.value.append(value)
-        else:
-            feature.int64_list.value.append(value)
-    return example.SerializeToString()
-
-
 def model_predictions(config: PipelineConfig, model, examples: list[bytes]) -> list:
     """A loaded model's predictions on serialized tf.Examples (its tf.Example signature)."""
     if not examples:
@@ -320,8 +307,8 @@ def monitor(config: PipelineConfig, served: ServedModel, logs: RequestLogs, outp
     predictions_from = "logs"
     if any(r.predictions is None for r in current):
         predictions_from = "model"
-        served_predictions = model_predictions(config, model, [_example(
-            {k: v for k, v in row.items() if k in names}) for row in rows])
+        served_predictions = model_predictions(config, model, [row_example(
+            {k: v for k, v in row.items() if k in names}).SerializeToString() for row in rows])
     eval_predictions = model_predictions(config, model, read_examples(
         served.examples_uri, "eval", EVAL_PREDICTION_ROWS))
 

@@ -120,6 +120,20 @@ def _example_row(example: tf.train.Example) -> dict[str, Any]:
     return row
 
 
+def row_example(row: dict[str, Any]) -> tf.train.Example:
+    """A row as a tf.Example: strings as bytes, floats as floats, integers as int64."""
+    example = tf.train.Example()
+    for name, value in row.items():
+        feature = example.features.feature[name]
+        if isinstance(value, str | bytes):
+            feature.bytes_list.value.append(value if isinstance(value, bytes) else value.encode())
+        elif isinstance(value, float):
+            feature.float_list.value.append(value)
+        else:
+            feature.int64_list.value.append(value)
+    return example
+
+
 def _input_rows(model_input) -> list[dict[str, Any]]:
     """Rows of a Classify or Regress request's tf.Examples (a context is merged into each)."""
     kind = model_input.WhichOneof("kind")

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
+from tensorflow_serving.apis import classification_pb2, prediction_log_pb2
+
+from skewless.pipeline.request_logs import row_example
 
 
 def tensor(values: Sequence[Any]) -> tf.compat.v1.TensorProto:
@@ -52,16 +54,7 @@ def classify_log(model: str, version: int, rows: list[dict[str, Any]],
     log.log_metadata.model_spec.signature_name = "classification"
     log.log_metadata.timestamp_secs = timestamp
     request = classification_pb2.ClassificationRequest()
-    for row in rows:
-        example = request.input.example_list.examples.add()
-        for name, value in row.items():
-            feature = example.features.feature[name]
-            if isinstance(value, str):
-                feature.bytes_list.value.append(value.encode())
-            elif isinstance(value, float):
-                feature.float_list.value.append(value)
-            else:
-                feature.int64_list.value.append(value)
+    request.input.example_list.examples.extend(row_example(row) for row in rows)
     log.classify_log.request.CopyFrom(request)
     return log
 
@@ -78,5 +71,3 @@ def write_logs(folder: Path, logs: Sequence[prediction_log_pb2.PredictionLog],
     os.rename(str(path) + ".tmp", path)
     return path
 
-
-__all__ = ["predict_pb2", "predict_log", "classify_log", "write_logs"]
