@@ -91,7 +91,10 @@ def monitor(ctx: click.Context, config_path: Path, logs_dir: Path, json_path: Pa
     from skewless.pipeline.monitoring import SPLIT, MonitorError, monitor
     from skewless.pipeline.request_logs import RequestLogError, read_logs
 
-    config = load_config_or_exit(config_path, check_data=False)
+    try:
+        config = load_config_or_exit(config_path, check_data=False)
+    except click.ClickException as error:
+        raise MonitorInputError(error.message) from None
     seconds = _window_seconds(window)
     try:
         served = monitor_store.served_model(config, version)
@@ -119,6 +122,8 @@ def monitor(ctx: click.Context, config_path: Path, logs_dir: Path, json_path: Pa
     click.echo(f"prometheus: {prometheus}")
     for trigger in triggers:
         click.echo(f"trigger {trigger['trigger']}: {trigger['reason']}")
+    if json_path is not None:
+        write_text_atomically(json_path, json.dumps(document, indent=2) + "\n")
     if retrain and triggers:
         click.echo(f"Retraining: {len(triggers)} trigger(s) fired")
         ctx.invoke(run, config_path=config_path)
@@ -128,8 +133,8 @@ def monitor(ctx: click.Context, config_path: Path, logs_dir: Path, json_path: Pa
         run_id = run_ids(connect(config), config.pipeline.name)[-1]
         monitor_store.record_retrain_run(config, execution_id, run_id)
         document["retrain_run"] = run_id
-    if json_path is not None:
-        write_text_atomically(json_path, json.dumps(document, indent=2) + "\n")
+        if json_path is not None:
+            write_text_atomically(json_path, json.dumps(document, indent=2) + "\n")
     if result.failures:
         click.echo(f"FAIL: {len(result.failures)} distance(s) over threshold: " + ", ".join(
             f"{c.check} {c.feature}" for c in result.failures), err=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -83,9 +84,12 @@ def served_model(config: PipelineConfig, version: int | None = None) -> ServedMo
                   for a in registry.outputs(execution, "ExampleStatistics")]
     if not statistics:
         raise ServedModelNotFound(f"no StatisticsGen statistics of examples #{examples.id}")
+    path = artifact.custom_properties["pushed_destination"].string_value
+    if not os.path.isdir(path):
+        raise ServedModelNotFound(f"pushed version {path} is gone from the push folder")
     return ServedModel(
         version=int(artifact.custom_properties["pushed_version"].string_value),
-        path=artifact.custom_properties["pushed_destination"].string_value,
+        path=path,
         pushed_model_id=artifact.id,
         schema_uri=schema.uri,
         examples_uri=examples.uri,
