@@ -40,6 +40,11 @@ def summary_lines(result: MonitorResult) -> list[str]:
     if result.unsupported:
         lines.append(f"  skipped {result.unsupported} record(s) of other kinds")
     lines.append(f"  served predictions from the {result.predictions_from}")
+    others = {v: n for v, n in result.served_versions.items() if v != result.version}
+    if others:
+        lines.append("  requests served by other versions (compared with version "
+                     f"{result.version} all the same): "
+                     + ", ".join(f"{v or 'unknown'}: {n}" for v, n in others.items()))
     return lines
 
 
@@ -68,6 +73,7 @@ def as_json(result: MonitorResult, outputs: dict[str, str], triggers: list[dict]
         "requests": result.requests, "rows": result.rows, "previous_rows": result.previous_rows,
         "files": result.files, "corrupt_records": result.corrupt,
         "unsupported_records": result.unsupported, "predictions_from": result.predictions_from,
+        "served_versions": {str(v): n for v, n in result.served_versions.items()},
         "comparisons": [{**dataclasses.asdict(c), "status": c.status}
                         for c in result.comparisons],
         "failed": [f"{c.check}:{c.feature}" for c in result.failures],

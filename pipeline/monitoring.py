@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,7 @@ class MonitorResult:
     corrupt: int
     unsupported: int
     predictions_from: str  # "logs" | "model"
+    served_versions: dict[int, int]  # requests of the last window by the version that served them
     comparisons: tuple[Comparison, ...]
     anomalies: tuple[SchemaAnomaly, ...]
     training: statistics_pb2.DatasetFeatureStatistics
@@ -343,7 +345,9 @@ def monitor(config: PipelineConfig, served: ServedModel, logs: RequestLogs, outp
         model_name=config.serving.model_name, version=served.version, windows=windows,
         requests=len(current), rows=len(rows), previous_rows=len(previous_rows),
         files=logs.files, corrupt=logs.corrupt, unsupported=logs.unsupported,
-        predictions_from=predictions_from, comparisons=tuple(comparisons),
+        predictions_from=predictions_from,
+        served_versions=dict(sorted(Counter(r.version or 0 for r in current).items())),
+        comparisons=tuple(comparisons),
         anomalies=tuple(schema_anomalies(anomalies)), training=training,
         serving=statistics[SPLIT], anomalies_proto=anomalies)
 

@@ -24,6 +24,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 from skewless.transforms.task import BinaryTask, MulticlassTask, RegressionTask, Task
 
 LOG_SUFFIX = ".tfrecord"
+EXAMPLES_INPUT = "examples"  # serving_tf_example's one input: serialized tf.Examples
 HEADER = 12  # uint64 length + uint32 masked CRC of the length
 FOOTER = 4  # uint32 masked CRC of the data
 
@@ -172,7 +173,13 @@ def read_request(log: prediction_log_pb2.PredictionLog, task: Task) -> LoggedReq
     """One logged request as rows and served predictions; None for kinds that carry no rows."""
     kind = log.WhichOneof("log_type")
     if kind == "predict_log":
-        rows = _tensor_rows(log.predict_log.request.inputs)
+        inputs = log.predict_log.request.inputs
+        if set(inputs) == {EXAMPLES_INPUT} and (
+                inputs[EXAMPLES_INPUT].dtype == tf.string.as_datatype_enum):
+            rows = [_example_row(tf.train.Example.FromString(serialized))
+                    for serialized in tf.make_ndarray(inputs[EXAMPLES_INPUT]).reshape(-1)]
+        else:
+            rows = _tensor_rows(inputs)
         predictions = _predict_predictions(log.predict_log.response, task)
     elif kind == "classify_log":
         rows = _input_rows(log.classify_log.request.input)

@@ -92,6 +92,8 @@ def test_undistorted_traffic_passes_and_a_corrupt_record_is_counted(taxi, tmp_pa
     result, document = _monitor(config_path, logs, "--retrain", tmp_path=tmp_path)
     assert result.exit_code == 0, result.output
     assert document["rows"] == len(rows) and document["corrupt_records"] == 1
+    assert document["served_versions"] == {str(version): len(_batches(rows))}
+    assert document["predictions_from"] == "model"  # the writer logs no responses
     assert "skipped 1 corrupt record(s)" in result.output
     skew = [c for c in document["comparisons"] if c["check"] == "skew"]
     assert {c["feature"] for c in skew} == set(config.features.raw_names)

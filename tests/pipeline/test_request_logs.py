@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from skewless.pipeline.request_logs import RequestLogError, log_files, read_logs
+from skewless.pipeline.request_logs import RequestLogError, log_files, read_logs, row_example
 from skewless.transforms.task import BinaryTask, RegressionTask
 from tests.pipeline.request_log_writer import classify_log, predict_log, write_logs
 
@@ -24,6 +25,15 @@ def test_predict_and_classify_records_give_the_rows_sent(tmp_path):
     assert classify.rows == ROWS[:1]
     assert classify.predictions is None  # no response logged: the monitor recomputes them
     assert (logs.files, logs.corrupt) == (1, 0)
+
+
+def test_predict_records_of_serialized_examples_give_their_rows(tmp_path):
+    log = predict_log("taxi", 1, [{"examples": "x"}], 7)
+    log.predict_log.request.inputs["examples"].CopyFrom(tf.make_tensor_proto(
+        [row_example(row).SerializeToString() for row in ROWS], dtype=tf.string))
+    write_logs(tmp_path, [log])
+    [request] = read_logs(tmp_path, "taxi", BinaryTask()).requests
+    assert request.rows == ROWS
 
 
 def test_regress_records_and_a_context_shared_by_examples(tmp_path):
