@@ -45,9 +45,10 @@ def predict_log(model: str, version: int, rows: list[dict[str, Any]], timestamp:
     return log
 
 
-def classify_log(model: str, version: int, rows: list[dict[str, Any]],
-                 timestamp: int) -> prediction_log_pb2.PredictionLog:
-    """A logged Classify request of tf.Examples, without its response."""
+def classify_log(model: str, version: int, rows: list[dict[str, Any]], timestamp: int,
+                 results: Sequence[Sequence[tuple[str, float]]] | None = None
+                 ) -> prediction_log_pb2.PredictionLog:
+    """A logged Classify request of tf.Examples (and its response's (class, score) pairs)."""
     log = prediction_log_pb2.PredictionLog()
     log.log_metadata.model_spec.name = model
     log.log_metadata.model_spec.version.value = version
@@ -56,6 +57,10 @@ def classify_log(model: str, version: int, rows: list[dict[str, Any]],
     request = classification_pb2.ClassificationRequest()
     request.input.example_list.examples.extend(row_example(row) for row in rows)
     log.classify_log.request.CopyFrom(request)
+    for pairs in results or ():
+        classification = log.classify_log.response.result.classifications.add()
+        for label, score in pairs:
+            classification.classes.add(label=label, score=score)
     return log
 
 

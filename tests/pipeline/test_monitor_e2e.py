@@ -4,6 +4,7 @@ distorted features, undistorted traffic passes, bad log folders say why, and new
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -25,6 +26,9 @@ from skewless.pipeline.monitor_store import (
     TRIGGERS_PROPERTY,
     monitor_runs,
 )
+from skewless.serving import config as serving_config
+from skewless.serving.client import GrpcClient, RestClient
+from skewless.serving.server import ModelServer, ServerOptions
 from tests.conftest import TAXI_CSV, sample_config_dict, write_config
 from tests.pipeline.helpers import assert_offline_report
 from tests.pipeline.request_log_writer import classify_log, predict_log, write_logs
@@ -60,9 +64,38 @@ def _batches(rows, size=10):
 
 
 def _traffic(rows, version, timestamp):
-    """Predict requests of raw features and Classify requests of tf.Examples, alternating."""
+    """Predict requests of raw features and Classify requests of tf.Examples, alternating
+    (logged without their responses: the monitor recomputes the served predictions)."""
     return [(predict_log if i % 2 else classify_log)("taxi", version, batch, timestamp)
             for i, batch in enumerate(_batches(rows))]
+
+
+@contextlib.contextmanager
+def _serving(config):
+    """`skewless serve`'s server on the module's push folder, with REST and gRPC clients."""
+    options = ServerOptions(models=serving_config.single_model_config(
+        "taxi", str(config.model_push_dir)), port=0, rest_api_port=0,
+        file_system_poll_wait_seconds=0.5)
+    with ModelServer(options) as server, RestClient(port=server.rest_port) as rest, \
+            GrpcClient(port=server.grpc_port) as grpc:
+        yield rest, grpc
+
+
+def _served_traffic(rest, grpc, rows, version, timestamp):
+    """The rows sent to the server, gRPC Predict and REST Classify alternating, and logged
+    with the server's answers."""
+    logs = []
+    for i, batch in enumerate(_batches(rows)):
+        if i % 2:
+            outputs = grpc.predict("taxi", batch)
+            logs.append(predict_log("taxi", version, batch, timestamp,
+                                    probabilities=outputs["probabilities"].tolist()))
+        else:
+            answer = rest.request("POST", "/v1/models/taxi:classify", {
+                "signature_name": "classification", "examples": batch})
+            logs.append(classify_log("taxi", version, batch, timestamp,
+                                     results=[[tuple(c) for c in r] for r in answer["results"]]))
+    return logs
 
 
 def _distorted(rows):
@@ -86,14 +119,17 @@ def _failed(document, check):
 def test_undistorted_traffic_passes_and_a_corrupt_record_is_counted(taxi, tmp_path):
     config_path, config, version, rows = taxi
     logs = tmp_path / "logs"
-    path = write_logs(logs, _traffic(rows, version, int(time.time())))
+    with _serving(config) as (rest, grpc):
+        path = write_logs(logs, _served_traffic(rest, grpc, rows, version, int(time.time())))
     broken = logs / path.name.replace("-00000.", "-00001.")
     broken.write_bytes(path.read_bytes()[:40] + b"\x00" * 10)  # a record cut short
     result, document = _monitor(config_path, logs, "--retrain", tmp_path=tmp_path)
     assert result.exit_code == 0, result.output
     assert document["rows"] == len(rows) and document["corrupt_records"] == 1
     assert document["served_versions"] == {str(version): len(_batches(rows))}
-    assert document["predictions_from"] == "model"  # the writer logs no responses
+    assert document["predictions_from"] == "logs"
+    prediction = [c for c in document["comparisons"] if c["check"] == "prediction_drift"]
+    assert prediction[0]["status"] == "ok"  # the eval rows served as the eval split predicts
     assert "skipped 1 corrupt record(s)" in result.output
     skew = [c for c in document["comparisons"] if c["check"] == "skew"]
     assert {c["feature"] for c in skew} == set(config.features.raw_names)
@@ -107,8 +143,9 @@ def test_skew_and_drift_flag_exactly_the_distorted_features(taxi, tmp_path):
     config_path, config, version, rows = taxi
     now = int(time.time())
     logs = tmp_path / "logs"
-    write_logs(logs, _traffic(rows, version, now - 90 * 60))  # the window before
-    write_logs(logs, _traffic(_distorted(rows), version, now), seq=1)
+    with _serving(config) as (rest, grpc):
+        write_logs(logs, _served_traffic(rest, grpc, rows, version, now - 90 * 60))  # before
+        write_logs(logs, _served_traffic(rest, grpc, _distorted(rows), version, now), seq=1)
     result, document = _monitor(config_path, logs, "--window", "1h", tmp_path=tmp_path)
     assert result.exit_code == 1, result.output
     assert _failed(document, "skew") == {NUMERIC, CATEGORICAL}
@@ -173,20 +210,13 @@ def _available(client) -> list[str]:
 
 
 def test_new_data_and_retrain_serve_a_new_blessed_version_and_mlmd_records_why(taxi, tmp_path):
-    from skewless.serving import config as serving_config
-    from skewless.serving.client import RestClient
-    from skewless.serving.server import ModelServer, ServerOptions
-
     config_path, config, version, rows = taxi
     logs = tmp_path / "logs"
     write_logs(logs, _traffic(rows, version, int(time.time())))
     with TAXI_CSV.open() as source:
         lines = source.readlines()
     (config.data.path / "more.csv").write_text("".join(lines[:1] + lines[1001:1501]))
-    options = ServerOptions(models=serving_config.single_model_config(
-        "taxi", str(config.model_push_dir)), port=0, rest_api_port=0,
-        file_system_poll_wait_seconds=0.5)
-    with ModelServer(options) as server, RestClient(port=server.rest_port) as client:
+    with _serving(config) as (client, _):
         assert [s["version"] for s in client.status("taxi")] == [str(version)]
         result, document = _monitor(config_path, logs, "--retrain", tmp_path=tmp_path)
         assert result.exit_code == 0, result.output
