@@ -127,11 +127,7 @@ def monitor(ctx: click.Context, config_path: Path, logs_dir: Path, json_path: Pa
     if retrain and triggers:
         click.echo(f"Retraining: {len(triggers)} trigger(s) fired")
         ctx.invoke(run, config_path=config_path)
-        from skewless.pipeline.report import run_ids
-        from skewless.pipeline.results import connect
-
-        run_id = run_ids(connect(config), config.pipeline.name)[-1]
-        monitor_store.record_retrain_run(config, execution_id, run_id)
+        run_id = monitor_store.record_retrain_run(config, execution_id)
         document["retrain_run"] = run_id
         if json_path is not None:
             write_text_atomically(json_path, json.dumps(document, indent=2) + "\n")

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from skewless.pipeline import figures, plots
 from skewless.pipeline.files import write_text_atomically
 from skewless.pipeline.monitoring import Comparison, MonitorResult, feature_names
-from skewless.pipeline.report import STYLE, _table
+from skewless.pipeline.report import STYLE, html_table
 
 CHECKS = {"skew": "skew (serving against training)",
           "drift": "drift (last window against the one before)",
@@ -127,14 +127,14 @@ def render_report(result: MonitorResult, triggers: list[dict]) -> str:
         rows = [[html.escape(c.feature), html.escape(c.comparator), _distance(c),
                  f"{c.threshold:.4f}", _status(c)] for c in result.comparisons if c.check == check]
         parts.append(f"<h2>{html.escape(title)}</h2>")
-        parts.append(_table(["feature", "comparator", "distance", "threshold", "status"], rows))
+        parts.append(html_table(["feature", "comparator", "distance", "threshold", "status"], rows))
     parts.append("<h2>Schema anomalies (SERVING environment)</h2>")
-    parts.append(_table(["feature", "kind", "description"], [
+    parts.append(html_table(["feature", "kind", "description"], [
         [html.escape(a.feature), html.escape(a.kind), html.escape(a.description)]
         for a in result.anomalies]) if result.anomalies else "<p>None.</p>")
     if triggers:
         parts.append("<h2>Retraining triggers</h2>")
-        parts.append(_table(["trigger", "why"], [[html.escape(t["trigger"]),
+        parts.append(html_table(["trigger", "why"], [[html.escape(t["trigger"]),
                                                   html.escape(t["reason"])] for t in triggers]))
     parts.append("<h2>Training against serving, per feature</h2>")
     served = set(feature_names(result.serving))  # the model's features, not every column

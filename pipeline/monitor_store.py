@@ -19,6 +19,7 @@ from tfx.types import artifact_utils, standard_artifacts
 
 from skewless.pipeline.build import EXAMPLE_GEN, STATISTICS_GEN, TRAINER, local_metadata
 from skewless.pipeline.registry import Registry
+from skewless.pipeline.report import run_ids
 from skewless.pipeline.results import connect, newest_execution
 from skewless.pipeline.run_config import PipelineConfig
 
@@ -162,12 +163,15 @@ def record_monitor_run(
     return execution_id
 
 
-def record_retrain_run(config: PipelineConfig, execution_id: int, run_id: str) -> None:
-    """Adds the pipeline run a monitor run's triggers started to its execution."""
+def record_retrain_run(config: PipelineConfig, execution_id: int) -> str:
+    """Adds the newest pipeline run, the one a monitor run's triggers started, to its execution;
+    returns the run's id."""
     store = metadata_store.MetadataStore(local_metadata(config))
+    run_id = run_ids(store, config.pipeline.name)[-1]
     [execution] = store.get_executions_by_id([execution_id])
     execution.custom_properties[RETRAIN_RUN_PROPERTY].string_value = run_id
     store.put_executions([execution])
+    return run_id
 
 
 def monitor_runs(config: PipelineConfig) -> list[metadata_store_pb2.Execution]:
