@@ -7,7 +7,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from skewless.pipeline.request_logs import RequestLogError, log_files, read_logs, row_example
-from skewless.transforms.task import BinaryTask, RegressionTask
+from skewless.transforms.task import BinaryTask, MulticlassTask, RegressionTask
 from tests.pipeline.request_log_writer import classify_log, predict_log, write_logs
 
 ROWS = [{"fare": 7.5, "trip_start_hour": 13, "company": "Flash Cab"},
@@ -34,6 +34,17 @@ def test_predict_records_of_serialized_examples_give_their_rows(tmp_path):
     write_logs(tmp_path, [log])
     [request] = read_logs(tmp_path, "taxi", BinaryTask()).requests
     assert request.rows == ROWS
+
+
+def test_served_predictions_by_task(tmp_path):
+    write_logs(tmp_path, [classify_log("iris", 1, ROWS, 5, results=[
+        [("setosa", 0.7), ("versicolor", 0.2), ("virginica", 0.1)],
+        [("setosa", 0.1), ("versicolor", 0.1), ("virginica", 0.8)]])])
+    [request] = read_logs(tmp_path, "iris", MulticlassTask(
+        classes=("setosa", "versicolor", "virginica"))).requests
+    assert request.predictions == ["setosa", "virginica"]  # the class with the best score
+    [request] = read_logs(tmp_path, "iris", BinaryTask()).requests
+    assert request.predictions == pytest.approx([0.1, 0.8])  # the last (positive) class
 
 
 def test_regress_records_and_a_context_shared_by_examples(tmp_path):
