@@ -8,6 +8,8 @@ config it runs with must name paths inside the pod (the volumes' mount paths).
 
 from __future__ import annotations
 
+import posixpath
+
 import yaml
 
 from skewless.pipeline.manifests import _yaml, app_name
@@ -25,17 +27,30 @@ def _config_file(config: PipelineConfig) -> str:
     return config.source.name if config.source is not None else "pipeline.yaml"
 
 
+def logs_dir(config: PipelineConfig) -> str:
+    """Where the monitor reads the request logs in its pod: the folder the serving Deployment
+    writes them to when `deployment.request_logging` is on (its volume is mounted at the same
+    path), else `monitoring.cluster_logs_dir`."""
+    logging = config.deployment.request_logging
+    if logging is None:
+        return config.monitoring.cluster_logs_dir
+    return posixpath.join(logging.mount_path, config.serving.model_name)
+
+
 def cronjob(config: PipelineConfig) -> dict:
     """The CronJob: one monitor run at a time, a failed run (a threshold crossed) not retried."""
     name = monitor_name(config)
-    volumes = [{"name": v.claim_name, "persistentVolumeClaim": {"claimName": v.claim_name}}
-               for v in config.kubeflow.volumes]
-    mounts = [{"name": v.claim_name, "mountPath": v.mount_path} for v in config.kubeflow.volumes]
+    claims = {v.claim_name: v.mount_path for v in config.kubeflow.volumes}
+    logging = config.deployment.request_logging
+    if logging is not None:
+        claims.setdefault(logging.claim_name, logging.mount_path)
+    volumes = [{"name": claim, "persistentVolumeClaim": {"claimName": claim}} for claim in claims]
+    mounts = [{"name": claim, "mountPath": path} for claim, path in claims.items()]
     container = {
         "name": "monitor",
         "image": config.kubeflow.image,
         "command": ["skewless", "monitor", "--config", f"{CONFIG_MOUNT}/{_config_file(config)}",
-                    "--logs", config.monitoring.cluster_logs_dir, "--retrain"],
+                    "--logs", logs_dir(config), "--retrain"],
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
                          *mounts],
     }

@@ -20,6 +20,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from skewless.pipeline.build import EXAMPLE_GEN, STATISTICS_GEN, TRAINER, local_metadata
 from skewless.pipeline.registry import Registry
 from skewless.pipeline.report import run_ids
+from skewless.pipeline.run_config import PipelineConfig
 from skewless.pipeline.store import (
     connect,
     is_pushed,
@@ -27,7 +28,6 @@ from skewless.pipeline.store import (
     pushed_destination,
     pushed_version,
 )
-from skewless.pipeline.run_config import PipelineConfig
 
 MONITOR_EXECUTION_TYPE = "skewless.Monitor"
 FINGERPRINT_PROPERTY = "input_fingerprint"  # ExampleGen's (tfx.components.example_gen.utils)

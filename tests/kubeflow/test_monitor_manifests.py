@@ -58,3 +58,25 @@ def test_schedule_and_logs_folder_come_from_the_monitoring_section(tmp_path):
     command = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0][
         "command"]
     assert command[command.index("--logs") + 1] == "/mnt/models/logs/t"
+
+
+def test_with_request_logging_the_cronjob_reads_the_logs_volume_the_server_writes(tmp_path):
+    raw = yaml.safe_load(TAXI_CONFIG.read_text())
+    raw.setdefault("deployment", {})["request_logging"] = {
+        "sampling_rate": 0.5, "claim_name": "taxi-request-logs", "mount_path": "/logs"}
+    source = tmp_path / "taxi.yaml"
+    source.write_text(yaml.safe_dump(raw))
+    write_manifests(parse_config(raw, source), tmp_path / "out")
+    [cronjob] = [r for r in kustomize(tmp_path / "out" / "monitor") if r["kind"] == "CronJob"]
+    kubernetes_validate.validate(cronjob, K8S_VERSION, strict=True)
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"][container["command"].index("--logs") + 1] == "/logs/taxi"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts["/logs"] == "taxi-request-logs"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["taxi-request-logs"]["persistentVolumeClaim"]["claimName"] == \
+        "taxi-request-logs"
+    # The serving Deployment writes there: its logging_config prefix is inside that folder.
+    models_config = (tmp_path / "out" / "base" / "models.config").read_text()
+    assert 'filename_prefix: "/logs/taxi/taxi"' in models_config
