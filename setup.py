@@ -42,6 +42,7 @@ setup(
         "fastavro",  # Avro data (comes with apache-beam; imported directly)
         "ruamel.yaml",  # `skewless loadtest --write-config` keeps the config's comments
         "matplotlib",  # figures: statistics, training, evaluation, load tests
+        "google-crc32c",  # request logs: TFRecord checksums (comes with the stack)
     ],
     extras_require={
         "dev": [

@@ -25,6 +25,7 @@ _PATH_KEYS = (
     ("data", "path"),
     ("schema", "curated"),
     ("serving", "push_dir"),
+    ("monitoring", "prometheus_file"),
     ("metadata", "sqlite"),
 )
 

@@ -56,6 +56,8 @@ def manifests(config_path: Path, output_dir: Path, local: bool) -> None:
         raise click.ClickException(str(error)) from None
     click.echo(f"{len(written)} files written to {output_dir}; "
                f"apply with: kubectl apply -k {output_dir / 'overlays' / 'gpu'}")
+    click.echo(f"Monitoring CronJob (skewless monitor --retrain): kubectl apply -k "
+               f"{output_dir / 'monitor'}")
     if local_files:
         click.echo(
             "Serve the pushed versions locally with the same files:\n"

@@ -92,14 +92,18 @@ def _split_distribution(
 def statistics_figure(statistics_uri: str, splits: tuple[str, ...] = SPLITS) -> plots.Picture:
     """Per feature: train against eval, with the share of missing and of empty values."""
     datasets = {split: load_statistics(statistics_uri, split) for split in splits}
+    return plots.feature_distributions(distributions(datasets))
+
+
+def distributions(datasets: dict[str, statistics_pb2.DatasetFeatureStatistics]
+                  ) -> list[plots.FeatureDistribution]:
+    """Each feature's distribution in each named dataset, by feature name."""
     by_name: dict[str, dict[str, plots.SplitDistribution]] = {}
     for split, dataset in datasets.items():
         for feature in dataset.features:
             by_name.setdefault(feature_name(feature), {})[split] = _split_distribution(
                 feature, dataset.num_examples)
-    return plots.feature_distributions(
-        [plots.FeatureDistribution(name, splits) for name, splits in sorted(by_name.items())]
-    )
+    return [plots.FeatureDistribution(name, splits) for name, splits in sorted(by_name.items())]
 
 
 # Training --------------------------------------------------------------------------------------

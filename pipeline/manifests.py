@@ -441,6 +441,9 @@ def manifest_files(config: PipelineConfig, registry: RegistryLabels | None = Non
         files[f"overlays/{profile}/deployment-patch.yaml"] = _yaml(
             config, _overlay_patch(config, profile)
         )
+    from skewless.pipeline.monitor_manifests import monitor_files
+
+    files.update(monitor_files(config))
     return dict(sorted(files.items()))
 
 

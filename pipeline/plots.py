@@ -15,7 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 # Train and eval keep the same colours in every picture.
-SPLIT_COLORS = {"train": "#1f77b4", "eval": "#ff7f0e", "validation": "#ff7f0e"}
+SPLIT_COLORS = {"train": "#1f77b4", "eval": "#ff7f0e", "validation": "#ff7f0e",
+                "training": "#1f77b4", "serving": "#d62728"}
 COLUMNS = 3
 
 
@@ -80,9 +81,13 @@ class FeatureDistribution:
         return any(s.edges for s in self.splits.values())
 
 
-def feature_distributions(features: Sequence[FeatureDistribution], top_k: int = 10) -> Picture:
+def feature_distributions(features: Sequence[FeatureDistribution], top_k: int = 10,
+                          others: int = 0) -> Picture:
     """Per feature, train against eval on the same axes: a histogram of shares (numeric) or the
-    top values' shares (categorical); the title gives each split's missing and empty share."""
+    top values' shares (categorical); the title gives each split's missing and empty share.
+
+    A categorical panel shows the first split's top values, and up to `others` of the other
+    splits' top values that the first split lacks (values a server never saw in training)."""
     picture, axes = _picture("statistics", len(features))
     for ax, feature in zip(axes, features, strict=True):
         if feature.numeric:
@@ -93,6 +98,8 @@ def feature_distributions(features: Sequence[FeatureDistribution], top_k: int = 
         else:
             first = next(iter(feature.splits.values()))
             shown = list(first.labels[:top_k])
+            extra = [v for d in feature.splits.values() for v in d.labels if v not in shown]
+            shown += list(dict.fromkeys(extra))[:others]
             width = 0.8 / max(1, len(feature.splits))
             for i, (split, dist) in enumerate(feature.splits.items()):
                 total = sum(dist.counts) or 1.0

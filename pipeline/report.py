@@ -137,7 +137,7 @@ img { max-width: 100%; } .note { color: #616161; }
 """
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>"
                    for row in rows)
@@ -162,13 +162,13 @@ def _checks_table(checks: tuple[MetricCheck, ...]) -> str:
             '<span class="fail">FAIL</span>')
         rows.append([verdict, html.escape(check.metric), _number(check.value),
                      _number(check.baseline), html.escape(bounds)])
-    return _table(["", "metric", "value", "baseline", "threshold"], rows)
+    return html_table(["", "metric", "value", "baseline", "threshold"], rows)
 
 
 def _anomalies(anomalies: list[Anomaly]) -> str:
     if not anomalies:
         return "<p>None: the data matches the schema.</p>"
-    return _table(["split", "feature", "kind", "description"], [
+    return html_table(["split", "feature", "kind", "description"], [
         [html.escape(a.split), html.escape(a.feature), html.escape(a.kind),
          html.escape(a.description)] for a in anomalies])
 
@@ -216,7 +216,7 @@ def render(config: PipelineConfig, run: RunArtifacts) -> str:
         parts.append("<h2>Metrics against thresholds</h2>")
         parts.append(_checks_table(metric_checks(config, evaluation.uri)))
         metrics = task_metrics(config, evaluation.uri)
-        parts.append(_table(["metric (whole eval split)", "value"],
+        parts.append(html_table(["metric (whole eval split)", "value"],
                             [[html.escape(k), _number(v)] for k, v in metrics.items()]))
     parts.append("<h2>Anomalies</h2>")
     parts.append(_anomalies(read_anomalies_at(anomalies.uri, split_names(anomalies)))

@@ -10,7 +10,14 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from skewless.components.data_formats import FORMATS
 from skewless.pipeline.cluster_config import DeploymentSection, KubeflowSection
-from skewless.pipeline.sections import LaxPath, ModelName, PipelineName, Section
+from skewless.pipeline.sections import (
+    AbsolutePath,
+    LaxPath,
+    ModelName,
+    PipelineName,
+    Section,
+    text_matching,
+)
 from skewless.transforms.features import WEIGHT_KEY, FeaturePlan
 from skewless.transforms.task import TASKS, BinaryTask, MulticlassTask, RegressionTask, Task
 
@@ -366,6 +373,46 @@ class TransformSection(Section):
     preprocessing_fn: str | None = None  # import path of a user's own preprocessing_fn
 
 
+Trigger = Literal["skew", "drift", "prediction_drift", "new_data"]
+CronSchedule = text_matching(r"(\S+\s+){4}\S+", "a cron schedule of five fields, e.g. '0 * * * *'")
+Duration = text_matching(r"[1-9][0-9]*[smhd]", "a duration such as 30m, 6h or 1d")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class MonitoringSection(Section):
+    """`skewless monitor`: skew and drift thresholds, the drift window and the retrain triggers.
+
+    A distance is TFDV's: L-infinity for categorical features, Jensen-Shannon divergence for
+    numeric ones, both between 0 and 1; a feature fails when its distance is above its threshold.
+    """
+
+    threshold: float = Field(default=0.25, gt=0, le=1)  # every feature without its own
+    thresholds: dict[str, float] = {}  # per feature name
+    prediction_threshold: float = Field(default=0.25, gt=0, le=1)  # served against eval outputs
+    window: Duration = "1d"  # the logs of the last window against the window before it
+    triggers: tuple[Trigger, ...] = ("skew", "drift", "prediction_drift", "new_data")
+    prometheus_file: LaxPath | None = None  # default <output_dir>/monitoring/skewless.prom
+    # `skewless manifests`: a Kubernetes CronJob running `skewless monitor --retrain`.
+    schedule: CronSchedule = "0 * * * *"
+    cluster_logs_dir: AbsolutePath = "/mnt/models/logs"  # the request logs, on a volume
+
+    @field_validator("thresholds")
+    @classmethod
+    def _between_0_and_1(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, threshold in value.items():
+            if not 0 < threshold <= 1:
+                raise ValueError(f"monitoring.thresholds.{name}: expected a distance above 0 "
+                                 f"and at most 1, got {threshold!r}")
+        return value
+
+    @property
+    def window_seconds(self) -> int:
+        return int(self.window[:-1]) * _SECONDS[self.window[-1]]
+
+    def threshold_of(self, feature: str) -> float:
+        return self.thresholds.get(feature, self.threshold)
+
+
 class PipelineConfig(Section):
     """Everything a run needs; paths are absolute once loaded."""
 
@@ -385,6 +432,7 @@ class PipelineConfig(Section):
     beam: BeamSection = BeamSection()
     kubeflow: KubeflowSection = KubeflowSection()
     deployment: DeploymentSection = DeploymentSection()
+    monitoring: MonitoringSection = MonitoringSection()
     source: LaxPath | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -408,6 +456,9 @@ class PipelineConfig(Section):
                     f"tuning.search_space.{unknown[0]}: not a hyperparameter of the built-in "
                     f"model ({', '.join(BUILT_IN_LIMITS)}); a model.build_fn declares its own "
                     "in a `search_space` attribute")
+        unknown = [n for n in self.monitoring.thresholds if n not in self.features.raw_names]
+        if unknown:
+            raise ValueError(f"monitoring.thresholds: not a feature: {', '.join(unknown)}")
         task = TASKS[self.label.task]
         for index, threshold in enumerate(self.evaluation.thresholds):
             try:
@@ -424,6 +475,10 @@ class PipelineConfig(Section):
     @property
     def log_dir(self) -> Path:
         return self.pipeline.output_dir / "logs"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        return self.pipeline.output_dir / "monitoring"
 
     @property
     def model_push_dir(self) -> Path:

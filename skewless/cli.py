@@ -30,12 +30,13 @@ def _register() -> None:
         deploy_commands,
         loadtest_commands,
         models_commands,
+        monitor_commands,
     )
     from skewless.pipeline import commands as pipeline_commands
     from skewless.serving import cli as serving_commands
 
     for module in (pipeline_commands, deploy_commands, batch_commands, loadtest_commands,
-                   serving_commands, models_commands):
+                   serving_commands, models_commands, monitor_commands):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -50,7 +50,7 @@ def write_avro(table: pa.Table, path: Path) -> None:
 
 
 REPORT_LINE = re.compile(r"^\s*report: (\S+\.html)$", re.M)
-INLINE_PNG = re.compile(r'<img alt="([a-z]+)" src="data:image/png;base64,')
+INLINE_PNG = re.compile(r'<img alt="(\w+)" src="data:image/png;base64,')
 # Anything a browser would fetch: scripts, styles, images or frames from elsewhere.
 FETCHED = re.compile(r"<script|<link|<iframe|\bsrc=\"(?!data:)|url\(|@import", re.I)
 
