@@ -134,7 +134,7 @@ def test_undistorted_traffic_passes_and_a_corrupt_record_is_counted(taxi, tmp_pa
     with _serving(config, logs) as (rest, grpc):
         _send(rest, grpc, rows)
     [path] = log_files(logs)  # written by the server
-    broken = logs / path.name.replace("-00000.", "-00001.")
+    broken = path.with_name(path.name.replace(".tfrecord", "-damaged.tfrecord"))
     broken.write_bytes(path.read_bytes()[:40] + b"\x00" * 10)  # a record cut short
     result, document = _monitor(config_path, logs, "--retrain", tmp_path=tmp_path)
     assert result.exit_code == 0, result.output
