@@ -26,6 +26,26 @@ from skewless.transforms.features import WEIGHT_KEY, FeaturePlan, import_callabl
 from skewless.transforms.task import Task
 
 
+def _leave_tf_keras_to_tf_function() -> None:
+    """Keeps AutoGraph from rewriting tf_keras' own code, as TensorFlow already does for `keras`.
+
+    TensorFlow's AutoGraph skips the modules in its conversion rules ("tensorflow", "keras", ...)
+    but not "tf_keras", Keras 2 under its new name: every Keras layer, loss, metric and optimizer
+    function was parsed and rewritten when `fit` traced its train step, 35 of the Trainer's 40 s
+    on 50 steps (py-spy). Keras' code is written for tf.function without conversion; a
+    `build_fn`'s own code is still converted.
+    """
+    from tensorflow.python.autograph.core import config as autograph_config
+
+    rules = autograph_config.CONVERSION_RULES
+    if not any(isinstance(r, autograph_config.DoNotConvert) and r.matches("tf_keras")
+               for r in rules):
+        autograph_config.CONVERSION_RULES = (autograph_config.DoNotConvert("tf_keras"), *rules)
+
+
+_leave_tf_keras_to_tf_function()
+
+
 @dataclasses.dataclass(frozen=True)
 class TransformedFeature:
     """A model input: float32 (a scaled number) or int64 ids below `categories`."""

@@ -32,10 +32,13 @@ def _with_weights(features: dict[str, tf.Tensor], label: tf.Tensor):
     return features, label, weight
 
 
-def dataset(files, data_accessor, tft_output, plan: FeaturePlan) -> tf.data.Dataset:
-    """Batches of (transformed features, label, weight), shuffled with the plan's seed, repeated."""
+def dataset(files, data_accessor, tft_output, plan: FeaturePlan,
+            shuffle: bool = True) -> tf.data.Dataset:
+    """Batches of (transformed features, label, weight), repeated; shuffled with the plan's seed
+    unless `shuffle` is off (Keras opens a new iterator on the validation data every epoch, and
+    each shuffled one first fills a 10,000-example buffer)."""
     options = dataset_options.TensorFlowDatasetOptions(
-        batch_size=plan.batch_size, label_key=plan.label, shuffle_seed=plan.seed
+        batch_size=plan.batch_size, label_key=plan.label, shuffle=shuffle, shuffle_seed=plan.seed
     )
     batches = data_accessor.tf_dataset_factory(
         files, options, tft_output.transformed_metadata.schema
@@ -56,9 +59,10 @@ def label_scale(batches: tf.data.Dataset) -> tuple[float, float]:
 
 
 def train_and_eval_datasets(plan: FeaturePlan, fn_args: Any, tft_output) -> tuple:
-    """The training and eval datasets of a Trainer's or Tuner's fn_args, batched by the plan."""
+    """The training and eval datasets of a Trainer's or Tuner's fn_args, batched by the plan;
+    the eval batches in file order."""
     return (dataset(fn_args.train_files, fn_args.data_accessor, tft_output, plan),
-            dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, plan))
+            dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, plan, shuffle=False))
 
 
 def prepare_plan(plan: FeaturePlan, fn_args: Any, tft_output) -> FeaturePlan:
