@@ -67,7 +67,8 @@ def cluster(tmp_path_factory) -> dict:
     try:
         first = run_pipeline(spec, root / "pipeline_root", "run-1")
         # A second run with another runtime parameter: a different model, the first as baseline.
-        rerun = (build.TRAINER, build.BASELINE_MODEL, build.EVALUATOR, build.PUSHER)
+        rerun = (build.TRAINER, build.BASELINE_MODEL, build.EVALUATOR, build.INFRA_VALIDATOR,
+                 build.PUSHER)
         data_tasks = {name: run for name, run in first.items() if name not in rerun}
         second = run_pipeline(spec, root / "pipeline_root", "run-2",
                               {"train_args": json.dumps({"num_steps": 80})}, reuse=data_tasks)

@@ -114,7 +114,7 @@ def test_mlmd_records_executions_artifacts_and_lineage(first_run, config):
         return {a.type: a for a in store.get_artifacts_by_id(inputs)}
 
     pusher_inputs = producer_inputs(pushed)
-    assert set(pusher_inputs) == {"Model", "ModelBlessing"}
+    assert set(pusher_inputs) == {"Model", "ModelBlessing", "InfraBlessing"}
     trainer_inputs = producer_inputs(pusher_inputs["Model"])
     assert {"Examples", "TransformGraph", "Schema"} <= set(trainer_inputs)
     transform_inputs = producer_inputs(trainer_inputs["TransformGraph"])

@@ -36,18 +36,22 @@ def mariadb():
     # mysqld runs as the mysql user, which cannot enter pytest's 0700 temp folders.
     root = Path(tempfile.mkdtemp(prefix="skewless-mariadb-", dir="/tmp"))
     root.chmod(0o755)
-    datadir = root / "data"
-    datadir.mkdir()
-    shutil.chown(datadir, "mysql", "mysql")
+    datadir, tmpdir = root / "data", root / "tmp"
+    for folder in (datadir, tmpdir):
+        folder.mkdir()
+        shutil.chown(folder, "mysql", "mysql")
+    # Not the TMPDIR a pipeline test left in this process's environment: mysql cannot write it.
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
     installed = subprocess.run(["mysql_install_db", "--no-defaults", "--user=mysql",
-                                f"--datadir={datadir}"], capture_output=True, text=True)
+                                f"--datadir={datadir}"], capture_output=True, text=True, env=env)
     assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
     port, sock = _free_port(), datadir / "sock"
     server = subprocess.Popen(
         ["mysqld_safe", "--no-defaults", "--user=mysql", f"--datadir={datadir}",
          "--bind-address=127.0.0.1", f"--port={port}", f"--socket={sock}",
-         f"--pid-file={datadir}/mysqld.pid", f"--log-error={datadir}/error.log"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+         f"--pid-file={datadir}/mysqld.pid", f"--log-error={datadir}/error.log",
+         f"--tmpdir={tmpdir}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     admin = ["mysqladmin", "--no-defaults", f"--socket={sock}", "-uroot"]
     try:
         deadline = time.monotonic() + 60
