@@ -82,7 +82,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer, 
             fill_model_spec(response.model_spec, model.name, model.version,
                             prediction.signature_name)
             for alias, array in prediction.outputs.items():
-                response.outputs[alias].CopyFrom(tensors.to_tensor_proto(array))
+                tensors.fill_tensor_proto(response.outputs[alias], array)
             return response
 
         return await self._call("predict", request.model_spec.name, context, handle)

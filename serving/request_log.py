@@ -317,12 +317,12 @@ class RequestLogs:
             request.model_spec.name = name
             request.model_spec.signature_name = signature_name
             for alias, array in inputs.items():
-                request.inputs[alias].CopyFrom(tensors.to_tensor_proto(array))
+                tensors.fill_tensor_proto(request.inputs[alias], array)
             request.output_filter.extend(output_filter)
             response = log.predict_log.response
             fill_model_spec(response.model_spec, name, version, signature_name)
             for alias, array in outputs.items():
-                response.outputs[alias].CopyFrom(tensors.to_tensor_proto(array))
+                tensors.fill_tensor_proto(response.outputs[alias], array)
             return log
 
         request_logger.submit(name, build)

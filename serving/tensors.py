@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from skewless.serving.errors import invalid_argument
 
@@ -84,7 +84,7 @@ def dtype_enum_of(array: np.ndarray) -> int:
 
 def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
     """The shape in a TensorProto."""
-    return tuple(dim.size for dim in proto.tensor_shape.dim)
+    return tuple([dim.size for dim in proto.tensor_shape.dim])
 
 
 def to_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
@@ -102,32 +102,28 @@ def to_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
             the shape is invalid, the values do not fit it, the tensor would take memory its
             bytes do not pay for, or the dtype is unsupported.
     """
-    dtype = numpy_dtype(proto.dtype)
+    try:
+        dtype, field, _ = _BY_ENUM[proto.dtype]
+    except KeyError:
+        raise invalid_argument(f"Unsupported tensor dtype: {dtype_name(proto.dtype)}") from None
     shape = shape_of(proto)
-    if len(shape) > MAX_RANK:
-        raise _parsing_error(name, f"rank {len(shape)} exceeds the limit of {MAX_RANK}")
-    if any(d < 0 for d in shape):
-        raise _parsing_error(name, f"negative dimension in shape {_shape_text(shape)}")
-    size = math.prod(shape)  # Python ints: np.prod costs more than the rest of a small tensor
-    if size > _INT64_MAX:
-        raise _parsing_error(name, f"shape {_shape_text(shape)} has more than 2^63-1 elements")
-    if math.prod(d for d in shape if d) * dtype.itemsize > _INT64_MAX:
-        # numpy sizes even an empty array by its non-zero dims: [0, 2^62] cannot be allocated
-        raise _parsing_error(name, f"shape {_shape_text(shape)} spans more than 2^63-1 bytes")
-    if proto.tensor_content:
+    size = _checked_size(shape, dtype, name)
+    content = proto.tensor_content
+    if content:
         if dtype.kind == "O":
             raise _parsing_error(name, "tensor_content is not supported for strings")
         expected = size * dtype.itemsize
-        if len(proto.tensor_content) != expected:
+        if len(content) != expected:
             raise _parsing_error(
                 name,
-                f"tensor_content has {len(proto.tensor_content)} bytes, shape "
+                f"tensor_content has {len(content)} bytes, shape "
                 f"{_shape_text(shape)} of {dtype_name(proto.dtype)} needs {expected}",
             )
-        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
-    field = _BY_ENUM[proto.dtype][1]
+        return np.frombuffer(content, dtype=dtype).reshape(shape)
     values = getattr(proto, field)
     count = len(values)
+    if count == size:  # the common case: exactly the values the shape needs
+        return _values_array(values, dtype, field, name).reshape(shape)
     if count > size and count != 1:
         raise _parsing_error(
             name, f"{count} values do not fit shape {_shape_text(shape)} of {size} elements"
@@ -138,29 +134,49 @@ def to_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
             f"shape {_shape_text(shape)} promises {size} elements but the request carries "
             f"{count} (filling more than {MAX_FILLED_ELEMENTS} is refused)",
         )
-    if dtype.kind == "O" and count > MAX_STRING_ELEMENTS:
-        raise _parsing_error(
-            name, f"{count} string elements exceed the limit of {MAX_STRING_ELEMENTS}"
-        )
-    if dtype.kind == "O":
-        data = np.empty(count, dtype=object)
-        data[:] = list(values)
-    elif field == "half_val":
-        data = np.array(values, dtype=np.uint16).view(np.float16)
-    else:
-        data = np.array(list(values), dtype=dtype)  # a list converts faster than the container
-    if count == size:
-        return data.reshape(shape)
     if count == 0:
         # TensorFlow fills a tensor given no values with zeros / empty strings.
         return np.full(shape, b"" if dtype.kind == "O" else 0, dtype=dtype)
     if count > size:  # one value for an empty shape
         return np.empty(shape, dtype=dtype)
     # TensorFlow repeats the last value to fill the tensor.
+    data = _values_array(values, dtype, field, name)
     filled = np.empty(size, dtype=dtype)
     filled[:count] = data
     filled[count:] = data[-1]
     return filled.reshape(shape)
+
+
+def _checked_size(shape: tuple[int, ...], dtype: np.dtype, name: str) -> int:
+    """The element count of a shape, refusing shapes no array can have."""
+    if len(shape) > MAX_RANK:
+        raise _parsing_error(name, f"rank {len(shape)} exceeds the limit of {MAX_RANK}")
+    size = math.prod(shape)  # Python ints: np.prod costs more than the rest of a small tensor
+    if 0 < size <= MAX_FILLED_ELEMENTS and min(shape, default=1) > 0:
+        return size  # small, no zero or negative dims: nothing more to check
+    if any(d < 0 for d in shape):
+        raise _parsing_error(name, f"negative dimension in shape {_shape_text(shape)}")
+    if size > _INT64_MAX:
+        raise _parsing_error(name, f"shape {_shape_text(shape)} has more than 2^63-1 elements")
+    if math.prod(d for d in shape if d) * dtype.itemsize > _INT64_MAX:
+        # numpy sizes even an empty array by its non-zero dims: [0, 2^62] cannot be allocated
+        raise _parsing_error(name, f"shape {_shape_text(shape)} spans more than 2^63-1 bytes")
+    return size
+
+
+def _values_array(values, dtype: np.dtype, field: str, name: str) -> np.ndarray:
+    """The typed ``*_val`` values of a TensorProto as a flat array."""
+    if dtype.kind == "O":
+        if len(values) > MAX_STRING_ELEMENTS:
+            raise _parsing_error(
+                name, f"{len(values)} string elements exceed the limit of {MAX_STRING_ELEMENTS}"
+            )
+        data = np.empty(len(values), dtype=object)
+        data[:] = list(values)
+        return data
+    if field == "half_val":
+        return np.array(values, dtype=np.uint16).view(np.float16)
+    return np.array(list(values), dtype=dtype)  # a list converts faster than the container
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
@@ -177,14 +193,23 @@ def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     Raises:
         ServingError: INVALID_ARGUMENT for an unsupported dtype.
     """
+    proto = tensor_pb2.TensorProto()
+    fill_tensor_proto(proto, array)
+    return proto
+
+
+def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
+    """Writes a numpy array into an empty TensorProto (e.g. a response's output map entry).
+
+    Raises:
+        ServingError: INVALID_ARGUMENT for an unsupported dtype.
+    """
     array = np.asarray(array)
     dtype_enum = dtype_enum_of(array)
-    proto = tensor_pb2.TensorProto(
-        dtype=dtype_enum,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape]
-        ),
-    )
+    proto.dtype = dtype_enum
+    dims = proto.tensor_shape.dim
+    for d in array.shape:
+        dims.add().size = d
     flat = array.reshape(-1)
     if dtype_enum == types_pb2.DT_STRING:
         proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in flat)
@@ -192,4 +217,3 @@ def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
         proto.half_val.extend(flat.view(np.uint16).tolist())
     else:
         getattr(proto, _BY_ENUM[dtype_enum][1]).extend(flat.tolist())
-    return proto
