@@ -37,6 +37,7 @@ setup(
         "pydantic>=2",
         "orjson",
         "aiohttp",
+        "uvloop",  # the serving event loop (REST and gRPC front ends)
         "prometheus-client",
         "rich",
         "fastavro",  # Avro data (comes with apache-beam; imported directly)

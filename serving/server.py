@@ -1,9 +1,9 @@
 """The model server: the model manager, the gRPC and REST front ends, and their lifecycle.
 
-Both front ends, REST (aiohttp) and gRPC (``grpc.aio``), run on one asyncio event loop in a
-background thread and share the model manager and the thread-safe batch scheduler. Model calls
-run on threads, where TensorFlow releases the GIL. Ports open only after the initial versions are
-loaded.
+Both front ends, REST (aiohttp) and gRPC (``grpc.aio``), run on one asyncio event loop (uvloop)
+in a background thread and share the model manager and the batch scheduler, which lives on that
+loop. Model calls run on threads, where TensorFlow releases the GIL. Ports open only after the
+initial versions are loaded.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import tensorflow as tf
+import uvloop
 from aiohttp import web
 
 from skewless.serving import grpc_server
@@ -160,7 +161,7 @@ class ModelServer:
             logger.info("Adding model: %s (base path %s)", model.name, model.base_path)
         self.request_logs.update({m.name: m.logging for m in self.options.models})
         self.manager.start()
-        self._loop = asyncio.new_event_loop()
+        self._loop = uvloop.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="skewless-serving-loop", daemon=True
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -103,18 +103,14 @@ class InferenceService:
         Raises:
             ServingError: UNAVAILABLE when the batch queue is full, or the model's error.
         """
-        loop = asyncio.get_running_loop()
         if self._scheduler is None or plan.size <= 0:
+            loop = asyncio.get_running_loop()
             return plan.outputs(await loop.run_in_executor(self._executor, plan.run))
         key = (plan.model, plan.signature.name, plan.input_aliases, plan.output_aliases)
         run = functools.partial(
             _run_merged, plan.model, plan.signature, plan.input_aliases, plan.output_aliases
         )
-        future = self._scheduler.submit(
-            key, run, plan.input_values, plan.size, plan.model.name, loop=loop
-        )
-        if isinstance(future, Future):  # a task split into pieces
-            future = asyncio.wrap_future(future)
+        future = self._scheduler.submit(key, run, plan.input_values, plan.size, plan.model.name)
         return plan.outputs(await future)
 
     async def predict(

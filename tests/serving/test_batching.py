@@ -1,15 +1,19 @@
-"""The batch scheduler on its own: who shares a batch, and how every task's future settles."""
+"""The batch scheduler on its own: who shares a batch, and how every task's future settles.
+
+The scheduler lives on an event loop: each test submits from a running loop, as the front ends do.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import grpc
 import numpy as np
 import pytest
 
-from skewless.serving.batching import BatchScheduler
+from skewless.serving.batching import QUEUE_FULL_MESSAGE, BatchScheduler
 from skewless.serving.config import BatchingConfig
 from skewless.serving.errors import ServingError
 
@@ -46,8 +50,7 @@ def test_tasks_submitted_in_one_loop_iteration_share_one_batch_and_get_their_own
     model = Recorder()
 
     async def main():
-        loop = asyncio.get_running_loop()
-        futures = [scheduler.submit("m", model, _row(i), 1, loop=loop) for i in range(10)]
+        futures = [scheduler.submit("m", model, _row(i), 1) for i in range(10)]
         return await asyncio.wait_for(asyncio.gather(*futures), 10)
 
     outputs = asyncio.run(main())
@@ -60,10 +63,9 @@ def test_a_cancelled_task_is_dropped_and_the_others_still_answer(scheduler):
     model = Recorder(gate)
 
     async def main():
-        loop = asyncio.get_running_loop()
-        first = scheduler.submit("m", model, _row(0), 1, loop=loop)
+        first = scheduler.submit("m", model, _row(0), 1)
         await asyncio.sleep(0.05)  # the batch thread holds the first batch at the gate
-        waiting = [scheduler.submit("m", model, _row(i), 1, loop=loop) for i in (1, 2, 3)]
+        waiting = [scheduler.submit("m", model, _row(i), 1) for i in (1, 2, 3)]
         waiting[1].cancel()
         gate.set()
         return await asyncio.wait_for(asyncio.gather(first, waiting[0], waiting[2]), 10)
@@ -77,8 +79,7 @@ def test_a_model_error_reaches_every_task_of_the_batch_as_internal(scheduler):
     model = Recorder(fail=True)
 
     async def main():
-        loop = asyncio.get_running_loop()
-        futures = [scheduler.submit("m", model, _row(i), 1, loop=loop) for i in range(3)]
+        futures = [scheduler.submit("m", model, _row(i), 1) for i in range(3)]
         return await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10)
 
     errors = asyncio.run(main())
@@ -88,13 +89,6 @@ def test_a_model_error_reaches_every_task_of_the_batch_as_internal(scheduler):
     }
 
 
-def test_threads_without_a_loop_get_concurrent_futures(scheduler):
-    model = Recorder()
-    futures = [scheduler.submit("m", model, _row(i), 1) for i in range(4)]
-    assert [float(f.result(10)[0][0, 0]) for f in futures] == [0.0, 2.0, 4.0, 6.0]
-    assert sum(model.sizes) == 4
-
-
 def test_a_task_larger_than_a_batch_is_split_and_gathered_from_the_loop():
     batcher = BatchScheduler(BatchingConfig(
         max_batch_size=4, num_batch_threads=1, enable_large_batch_splitting=True,
@@ -102,10 +96,8 @@ def test_a_task_larger_than_a_batch_is_split_and_gathered_from_the_loop():
     model = Recorder()
 
     async def main():
-        loop = asyncio.get_running_loop()
         rows = [np.arange(10, dtype=np.float32).reshape(10, 1)]
-        future = batcher.submit("m", model, rows, 10, loop=loop)
-        return await asyncio.wait_for(asyncio.wrap_future(future), 10)
+        return await asyncio.wait_for(batcher.submit("m", model, rows, 10), 10)
 
     try:
         (output,) = asyncio.run(main())
@@ -113,3 +105,117 @@ def test_a_task_larger_than_a_batch_is_split_and_gathered_from_the_loop():
         batcher.close()
     assert output[:, 0].tolist() == [2.0 * i for i in range(10)]
     assert model.sizes == [4, 4, 2]
+
+
+def _batcher(**settings) -> tuple[BatchScheduler, list[int]]:
+    sizes: list[int] = []
+    return BatchScheduler(BatchingConfig(**settings), lambda m, s, p, d: sizes.append(s)), sizes
+
+
+def test_a_busy_batch_thread_lets_waiting_tasks_fill_full_batches():
+    gate = threading.Event()
+    model = Recorder(gate)
+    batcher, sizes = _batcher(max_batch_size=4, num_batch_threads=1, max_enqueued_batches=10)
+
+    async def main():
+        first = batcher.submit("m", model, _row(0), 1)
+        await asyncio.sleep(0.05)  # the only batch thread holds the first batch at the gate
+        rest = [batcher.submit("m", model, _row(i), 1) for i in range(1, 10)]
+        gate.set()
+        return await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+
+    try:
+        outputs = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert [float(out[0][0, 0]) for out in outputs] == [2.0 * i for i in range(10)]
+    assert sizes == [1, 4, 4, 1]
+
+
+def test_a_full_queue_rejects_at_once_with_unavailable():
+    gate = threading.Event()
+    model = Recorder(gate)
+    batcher, _ = _batcher(max_batch_size=1, num_batch_threads=1, max_enqueued_batches=1)
+
+    async def main():
+        first = batcher.submit("m", model, _row(1), 1)
+        await asyncio.sleep(0.05)  # running on the only thread
+        queued = batcher.submit("m", model, _row(2), 1)
+        started = time.monotonic()
+        with pytest.raises(ServingError) as info:
+            batcher.submit("m", model, _row(3), 1)
+        elapsed = time.monotonic() - started
+        gate.set()
+        answers = await asyncio.wait_for(asyncio.gather(first, queued), 10)
+        return info.value, elapsed, answers
+
+    try:
+        error, elapsed, (first, queued) = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert (error.code, error.message) == (grpc.StatusCode.UNAVAILABLE, QUEUE_FULL_MESSAGE)
+    assert elapsed < 0.1
+    assert (float(first[0][0, 0]), float(queued[0][0, 0])) == (2.0, 4.0)
+
+
+def test_large_tasks_are_split_and_the_rest_padded_to_an_allowed_size():
+    model = Recorder()
+    batcher, sizes = _batcher(max_batch_size=4, allowed_batch_sizes=(2, 4), num_batch_threads=1)
+
+    async def main():
+        rows = [np.arange(11, dtype=np.float32).reshape(11, 1)]
+        return await asyncio.wait_for(batcher.submit("m", model, rows, 11), 10)
+
+    try:
+        (output,) = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert output[:, 0].tolist() == [2.0 * i for i in range(11)]
+    assert model.sizes == [4, 4, 4] and sizes == [4, 4, 3]  # the 3-row rest is padded to 4
+
+
+def test_the_batch_timeout_waits_for_more_tasks():
+    model = Recorder()
+    batcher, sizes = _batcher(max_batch_size=8, batch_timeout_micros=200_000,
+                              num_batch_threads=1)
+
+    async def main():
+        first = batcher.submit("m", model, _row(1), 1)
+        await asyncio.sleep(0.05)
+        second = batcher.submit("m", model, _row(2), 1)
+        return await asyncio.wait_for(asyncio.gather(first, second), 10)
+
+    try:
+        first, second = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert (float(first[0][0, 0]), float(second[0][0, 0])) == (2.0, 4.0)
+    assert sizes == [2]  # one batch: the first task waited for the second
+
+
+def test_without_splitting_a_large_task_is_refused():
+    batcher, _ = _batcher(max_batch_size=4, enable_large_batch_splitting=False)
+
+    async def main():
+        with pytest.raises(ServingError) as info:
+            batcher.submit("m", Recorder(), [np.arange(5.0)], 5)
+        return info.value
+
+    try:
+        error = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert error.message == "Task size 5 is larger than maximum input batch size 4"
+
+
+def test_a_closed_scheduler_refuses_new_tasks():
+    batcher, _ = _batcher(max_batch_size=4)
+    batcher.close()
+
+    async def main():
+        with pytest.raises(ServingError) as info:
+            batcher.submit("m", Recorder(), _row(0), 1)
+        return info.value
+
+    error = asyncio.run(main())
+    assert error.code == grpc.StatusCode.UNAVAILABLE
