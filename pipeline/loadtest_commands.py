@@ -73,6 +73,7 @@ def _check_flags(flags: dict[str, Any]) -> None:
         (flags["rows_per_request"] < 1, "--rows-per-request must be at least 1"),
         (flags["processes"] is not None and flags["processes"] < 1,
          "--processes must be at least 1"),
+        (flags["connections"] < 1, "--connections must be at least 1"),
         (flags["port"] is not None and not 0 < flags["port"] < 65536,
          "--port must be between 1 and 65535"),
         (flags["pid"] is not None and flags["prometheus_url"] is not None,
@@ -134,6 +135,9 @@ def _cores(quantity: str) -> float:
               help="Remote server: CPU and RSS from its Prometheus metrics URL.")
 @click.option("--processes", type=int, default=None,
               help="Load generator processes [default: 1, one more after each saturated step].")
+@click.option("--connections", type=int, default=1, show_default=True,
+              help="gRPC connections per load generator process. A server with --workers N "
+                   "shares connections, not requests, among its processes: give at least N.")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("loadtest"), show_default=True)
 @click.option("--peak-qps", type=float, default=None, help="Peak requests per second to plan for.")
@@ -213,7 +217,7 @@ def _ramp(flags, config, model: str, rows) -> None:
         target = loadtest.prepare_target(
             transport, flags["host"], port, model, rows,
             rows_per_request=flags["rows_per_request"], signature_name=flags["signature_name"],
-            timeout=flags["timeout"])
+            timeout=flags["timeout"], connections=flags["connections"])
     except ServingError as error:
         raise _fail(f"{transport} {flags['host']}:{port}: {error.code.name}: "
                     f"{error.message}") from None

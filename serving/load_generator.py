@@ -37,6 +37,10 @@ class Target:
             (``/tensorflow.serving.PredictionService/Predict``).
         bodies: Encoded requests, sent round-robin.
         timeout: Seconds before a request counts as timed out.
+        connections: gRPC channels (TCP connections) per worker process, used in turn. A
+            server with ``--workers N`` shares connections, not requests, among its
+            processes, so one connection reaches one of them. REST opens one connection per
+            concurrent request.
     """
 
     transport: Transport
@@ -45,6 +49,7 @@ class Target:
     path: str
     bodies: tuple[bytes, ...]
     timeout: float
+    connections: int = 1
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,10 @@ class _Sender:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self._session = self._channel = self._call = None
+        self._session = None
+        self._channels: list = []
+        self._calls: list = []
+        self._sent = 0
 
     async def __aenter__(self) -> _Sender:
         t = self.target
@@ -94,19 +102,20 @@ class _Sender:
         else:
             import grpc
 
-            self._channel = grpc.aio.insecure_channel(
-                f"{t.host}:{t.port}",
-                options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)],
-            )
+            # A local subchannel pool: channels of the same options would share one connection.
+            options = [("grpc.max_receive_message_length", 256 * 1024 * 1024),
+                       ("grpc.use_local_subchannel_pool", 1)]
+            self._channels = [grpc.aio.insecure_channel(f"{t.host}:{t.port}", options=options)
+                              for _ in range(t.connections)]
             # No serializers: the request is already bytes, the answer stays bytes.
-            self._call = self._channel.unary_unary(t.path)
+            self._calls = [channel.unary_unary(t.path) for channel in self._channels]
         return self
 
     async def __aexit__(self, *exc_info) -> None:
         if self._session is not None:
             await self._session.close()
-        if self._channel is not None:
-            await self._channel.close()
+        for channel in self._channels:
+            await channel.close()
 
     async def send(self, body: bytes) -> str | None:
         if self._session is not None:
@@ -119,8 +128,10 @@ class _Sender:
                 return f"HTTP {response.status}: {data[:200].decode('utf-8', 'replace')}"
         import grpc
 
+        self._sent += 1
+        call = self._calls[self._sent % len(self._calls)]
         try:
-            await self._call(body, timeout=self.target.timeout)
+            await call(body, timeout=self.target.timeout)
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise TimeoutError from None

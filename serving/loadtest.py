@@ -345,7 +345,8 @@ def request_batches(rows: Sequence[Mapping[str, Any]], rows_per_request: int,
 
 def prepare_target(transport: str, host: str, port: int, model: str,
                    rows: Sequence[Mapping[str, Any]], *, rows_per_request: int = 1,
-                   signature_name: str = "", timeout: float = 10.0) -> Target:
+                   signature_name: str = "", timeout: float = 10.0,
+                   connections: int = 1) -> Target:
     """Encodes the requests once and checks that the endpoint answers the first one.
 
     Raises:
@@ -367,4 +368,5 @@ def prepare_target(transport: str, host: str, port: int, model: str,
                         for batch in batches]
         path = GRPC_PREDICT
         bodies = tuple(r.SerializeToString() for r in requests)
-    return Target(transport, host, port, path, bodies, timeout)  # type: ignore[arg-type]
+    return Target(transport, host, port, path, bodies, timeout,  # type: ignore[arg-type]
+                  connections)

@@ -76,3 +76,34 @@ def test_timeouts_are_counted_apart_from_errors(one_at_a_time):
 def test_levels_split_over_workers():
     assert split_level(7, 3, "concurrency") == [3.0, 2.0, 2.0]
     assert split_level(90, 3, "rate") == [30.0, 30.0, 30.0]
+
+
+def test_grpc_requests_take_turns_over_the_given_number_of_connections():
+    """``connections``: distinct TCP connections (what --workers spreads), used in turn."""
+    import grpc
+
+    peers: dict[str, int] = {}
+
+    async def predict(request: bytes, context) -> bytes:
+        peers[context.peer()] = peers.get(context.peer(), 0) + 1
+        return b""
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "tensorflow.serving.PredictionService",
+            {"Predict": grpc.unary_unary_rpc_method_handler(predict)})])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            target = Target("grpc", "127.0.0.1", port,
+                            "/tensorflow.serving.PredictionService/Predict", (b"",), 5.0,
+                            connections=3)
+            result = await asyncio.to_thread(run_share, target, Share("concurrency", 6, 0.5))
+            assert result.errors == result.timeouts == 0 and result.latencies
+        finally:
+            await server.stop(None)
+
+    asyncio.run(main())
+    assert len(peers) == 3
+    assert max(peers.values()) - min(peers.values()) <= 6  # in turn: within one round of callers

@@ -232,6 +232,7 @@ def test_batching_sweep_recommends_parameters_that_serve_loads(
          "--write-config with --autoscale-on cpu needs the server's CPU: give --pid"),
         (["--sweep-batching"], "--sweep-batching starts its own servers"),
         (["--peak-qps", "-3"], "--peak-qps must be positive"),
+        (["--connections", "0"], "--connections must be at least 1"),
         (["--pid", "999999999"], "--pid 999999999: no such local process"),
         (["--port", "1"], "rest 127.0.0.1:1: UNAVAILABLE"),
         (["--prometheus-url", "http://127.0.0.1:1/metrics"],
@@ -241,7 +242,7 @@ def test_batching_sweep_recommends_parameters_that_serve_loads(
     ],
     ids=["headroom", "decreasing", "not-numbers", "both-modes", "write-no-config",
          "write-no-peak", "write-cpu-unmeasured",
-         "sweep-no-base", "peak", "pid", "unreachable", "prometheus", "sizes"],
+         "sweep-no-base", "peak", "connections", "pid", "unreachable", "prometheus", "sizes"],
 )
 def test_bad_flags_give_one_line_errors(rows_file, config_copy, args, message):
     before = config_copy.read_bytes()
