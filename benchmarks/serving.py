@@ -15,7 +15,11 @@ Cells, measured one after the other on the same machine:
 Every server runs as its own process, started by its own command line, so each cell pays the same
 process and socket costs. Load comes from ``skewless.serving.load_generator`` worker processes
 (asyncio, pre-encoded requests, closed loop) after a warm-up; their CPU is in the table, so a
-saturated load generator shows. Prints a Markdown table and writes JSON.
+saturated load generator shows. gRPC load to ``--workers 2`` goes over 4 connections (the
+processes share connections, not requests). Each cell also shows the CPU steal while it ran:
+the share of the machine the hypervisor gave to other guests, which on a shared VM moves every
+figure; compare ratios within one run, and distrust a cell with much steal. Prints a Markdown
+table and writes JSON.
 
     .venv/bin/python benchmarks/serving.py [--model_base_path DIR] [--duration 10]
 
@@ -91,20 +95,33 @@ def ready_target(process, transport: str, port: int, model: str, rows, timeout: 
             time.sleep(0.5)
 
 
+def _cpu_ticks() -> list[int]:
+    """The machine's CPU time counters (user, nice, system, idle, iowait, irq, softirq, steal)."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        return [int(v) for v in handle.readline().split()[1:9]]
+
+
 def measure(target, duration: float, warmup: float, processes: int) -> dict[str, Any]:
-    """One closed-loop cell at CONCURRENCY, after a warm-up."""
+    """One closed-loop cell at CONCURRENCY, after a warm-up.
+
+    ``steal_pct`` is the share of the machine's CPU time the hypervisor gave to other guests
+    while the cell ran: a cell measured with much steal ran on less than the machine.
+    """
     from skewless.serving.load_generator import WorkerPool
     from skewless.serving.loadtest import Ramp, Slo, summarize_step
     from skewless.serving.resources import Usage
 
     with WorkerPool(target, processes) as pool:
         pool.run("concurrency", CONCURRENCY, warmup)
+        before = _cpu_ticks()
         results = pool.run("concurrency", CONCURRENCY, duration)
+        ticks = [b - a for a, b in zip(before, _cpu_ticks(), strict=True)]
     step = summarize_step(CONCURRENCY, Ramp("concurrency", (CONCURRENCY,), duration), results,
                           Usage(), Slo(p99_ms=1e9, max_error_rate=1.0))
     return {"rows_per_s": step.rows_per_second, "p50_ms": step.p50_ms, "p90_ms": step.p90_ms,
             "p99_ms": step.p99_ms, "errors": step.errors + step.timeouts,
-            "client_cpu_cores": step.generator_cpu_cores}
+            "client_cpu_cores": step.generator_cpu_cores,
+            "steal_pct": 100 * ticks[7] / max(sum(ticks), 1)}
 
 
 def in_process_rows_per_s(model_dir: str, rows: list[dict], seconds: float):
@@ -222,11 +239,14 @@ def main(argv: list[str] | None = None) -> int:
         cells.append(cell)
         print(_row(cell), file=sys.stderr, flush=True)
 
+    before = _cpu_ticks()
     rates, inputs = in_process_rows_per_s(model_dir, rows, args.duration)
+    ticks = [b - a for a, b in zip(before, _cpu_ticks(), strict=True)]
     rows = [{name: row[name] for name in inputs} for row in rows]  # the signature's features
     for batch, rate in rates.items():
         record({"server": "in-process serving_default", "transport": "-", "processes": 1,
-                "rows_per_request": batch, "concurrency": 1, "rows_per_s": rate})
+                "rows_per_request": batch, "concurrency": 1, "rows_per_s": rate,
+                "steal_pct": 100 * ticks[7] / max(sum(ticks), 1)})
 
     batching_file = Path(tempfile.mkdtemp(prefix="skewless-bench-")) / "batching.txt"
     batching_file.write_text("".join(f"{k} {{ value: {v} }}\n" for k, v in BATCHING.items()))
@@ -248,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         with server_process(command) as process:
             for transport, port in (("rest", rest_port), ("grpc", grpc_port)):
                 target = ready_target(process, transport, port, args.model_name, rows)
+                # The processes share connections, not requests: give each gRPC worker some.
+                target = dataclasses.replace(target, connections=4 if workers > 1 else 1)
                 record({"server": label, "transport": transport,
                         "processes": workers, "rows_per_request": 1,
                         "concurrency": CONCURRENCY,
@@ -349,7 +371,7 @@ def _row(cell: dict) -> str:
             f"{cell['concurrency']} | {cell['rows_per_request']} | "
             f"{_number(cell['rows_per_s'], 0)} | {_number(cell.get('p50_ms'))} | "
             f"{_number(cell.get('p99_ms'))} | {cell.get('errors', '')} | "
-            f"{_number(cell.get('client_cpu_cores'), 2)} |")
+            f"{_number(cell.get('client_cpu_cores'), 2)} | {_number(cell.get('steal_pct'), 0)} |")
 
 
 def render(results: dict) -> str:
@@ -359,8 +381,8 @@ def render(results: dict) -> str:
         f"cell; skewless batching: {results['batching_parameters']}",
         "",
         "| server | transport | processes | concurrency | rows/req | rows/s | p50 ms | p99 ms "
-        "| errors | client CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| errors | client CPU | steal % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *(_row(cell) for cell in results["cells"]),
         "", "| target | measured | met |", "|---|---|---|",
     ]
