@@ -148,7 +148,8 @@ def _concatenated(parts: list[asyncio.Future], combined: asyncio.Future) -> None
 class BatchScheduler:
     """Merges concurrent tasks into batches; runs each batch's model call on a batch thread.
 
-    Not thread-safe: :meth:`submit` is called on the event loop that runs the front ends.
+    Not thread-safe: :meth:`submit` is called on the event loop that runs the front ends, the
+    same loop for the scheduler's life.
 
     Args:
         config: The batching parameters.
@@ -170,7 +171,7 @@ class BatchScheduler:
             config.num_batch_threads, thread_name_prefix=config.thread_pool_name
         )
         self._running = 0
-        self._dispatch_scheduled = False
+        self._dispatch_on: asyncio.AbstractEventLoop | None = None  # a dispatch is scheduled
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -236,9 +237,9 @@ class BatchScheduler:
                 batch.tasks.remove(task)
                 batch.size -= task.size
             raise
-        if not self._dispatch_scheduled:
+        if self._dispatch_on is not loop:
             # Once per loop iteration: the requests read in one iteration share a batch.
-            self._dispatch_scheduled = True
+            self._dispatch_on = loop
             loop.call_soon(self._dispatch, loop)
         return [task.future for _, task in placed]
 
@@ -283,7 +284,7 @@ class BatchScheduler:
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Starts ready batches while batch threads are free; re-arms for the next deadline."""
-        self._dispatch_scheduled = False
+        self._dispatch_on = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
