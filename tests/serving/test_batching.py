@@ -13,7 +13,15 @@ import grpc
 import numpy as np
 import pytest
 
-from skewless.serving.batching import QUEUE_FULL_MESSAGE, BatchScheduler
+from skewless.serving.batching import (
+    QUEUE_FULL_MESSAGE,
+    BatchScheduler,
+    merge_inputs,
+    pad_inputs,
+    padded_size,
+    split_outputs,
+    split_task,
+)
 from skewless.serving.config import BatchingConfig
 from skewless.serving.errors import ServingError
 
@@ -219,3 +227,18 @@ def test_a_closed_scheduler_refuses_new_tasks():
 
     error = asyncio.run(main())
     assert error.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_batch_pure_functions():
+    a, b = [np.array([1, 2]), np.array([[1], [2]])], [np.array([3]), np.array([[3]])]
+    merged = merge_inputs([a, b])
+    assert merged[0].tolist() == [1, 2, 3] and merged[1].shape == (3, 1)
+    padded = pad_inputs(merged, 3, 8)
+    assert padded[0].tolist() == [1, 2, 3, 1, 1, 1, 1, 1]
+    parts = split_outputs([padded[0] * 10], [2, 1])
+    assert [p[0].tolist() for p in parts] == [[10, 20], [30]]
+    assert [padded_size(n, (2, 4, 8)) for n in (1, 2, 3, 8)] == [2, 2, 4, 8]
+    assert [p[0].tolist() for p in split_task([np.arange(5)], 5, 2)] == [
+        [0, 1], [2, 3], [4]]
+    with pytest.raises(ServingError):
+        split_outputs([np.array(1.0)], [1])

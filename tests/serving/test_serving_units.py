@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from skewless.serving import batching, config, rest_codec, tensors, validation, versions
+from skewless.serving import config, rest_codec, tensors, validation, versions
 from skewless.serving.errors import ServingError
 from skewless.serving.rest_server import parse_model_path
 from skewless.serving.servable import Signature, TensorSpec
@@ -336,21 +336,3 @@ def test_parse_model_path():
     assert parse_model_path("PUT", "/v1/models/taxi") is None
     assert "Failed to convert version" in error_of(
         parse_model_path, "GET", "/v1/models/t/versions/99999999999999999999").message
-
-
-# -- batching ------------------------------------------------------------------------------------
-
-
-def test_batch_pure_functions():
-    a, b = [np.array([1, 2]), np.array([[1], [2]])], [np.array([3]), np.array([[3]])]
-    merged = batching.merge_inputs([a, b])
-    assert merged[0].tolist() == [1, 2, 3] and merged[1].shape == (3, 1)
-    padded = batching.pad_inputs(merged, 3, 8)
-    assert padded[0].tolist() == [1, 2, 3, 1, 1, 1, 1, 1]
-    parts = batching.split_outputs([padded[0] * 10], [2, 1])
-    assert [p[0].tolist() for p in parts] == [[10, 20], [30]]
-    assert [batching.padded_size(n, (2, 4, 8)) for n in (1, 2, 3, 8)] == [2, 2, 4, 8]
-    assert [p[0].tolist() for p in batching.split_task([np.arange(5)], 5, 2)] == [
-        [0, 1], [2, 3], [4]]
-    with pytest.raises(ServingError):
-        batching.split_outputs([np.array(1.0)], [1])
