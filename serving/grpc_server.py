@@ -76,7 +76,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer, 
                 signature = inference.predict_signature(model, spec.signature_name)
                 inputs = {a: tensors.to_ndarray(p, a) for a, p in request.inputs.items()}
                 prediction = await self._service.predict(
-                    model, signature, inputs, list(request.output_filter)
+                    model, signature, inputs, list(request.output_filter), request
                 )
             response = predict_pb2.PredictResponse()
             fill_model_spec(response.model_spec, model.name, model.version,

@@ -40,6 +40,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (
     classification_pb2,
     input_pb2,
+    predict_pb2,
     prediction_log_pb2,
     regression_pb2,
 )
@@ -304,8 +305,13 @@ class RequestLogs:
         inputs: Mapping[str, np.ndarray],
         outputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] = (),
+        request: predict_pb2.PredictRequest | None = None,
     ) -> None:
-        """Logs a Predict request (maybe): its inputs as sent and the outputs answered."""
+        """Logs a Predict request (maybe): its inputs as sent and the outputs answered.
+
+        ``request`` is the PredictRequest as received over gRPC: the record copies it instead of
+        encoding ``inputs`` again (REST requests have no proto to copy).
+        """
         request_logger = self._sampled(name)
         if request_logger is None:
             return
@@ -313,12 +319,15 @@ class RequestLogs:
         def build() -> prediction_log_pb2.PredictionLog:
             log = prediction_log_pb2.PredictionLog()
             request_logger.metadata(log, name, version, signature_name)
-            request = log.predict_log.request
-            request.model_spec.name = name
-            request.model_spec.signature_name = signature_name
-            for alias, array in inputs.items():
-                tensors.fill_tensor_proto(request.inputs[alias], array)
-            request.output_filter.extend(output_filter)
+            logged = log.predict_log.request
+            if request is not None:
+                logged.CopyFrom(request)
+            else:
+                for alias, array in inputs.items():
+                    tensors.fill_tensor_proto(logged.inputs[alias], array)
+                logged.output_filter.extend(output_filter)
+            logged.model_spec.name = name
+            logged.model_spec.signature_name = signature_name
             response = log.predict_log.response
             fill_model_spec(response.model_spec, name, version, signature_name)
             for alias, array in outputs.items():

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
+from tensorflow_serving.apis import classification_pb2, input_pb2, predict_pb2, regression_pb2
 
 from skewless.serving import classify_regress, inference
 from skewless.serving.batching import BatchScheduler
@@ -119,8 +119,12 @@ class InferenceService:
         signature: Signature,
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] = (),
+        request: predict_pb2.PredictRequest | None = None,
     ) -> Prediction:
         """Predict on an acquired version with a signature from ``inference.predict_signature``.
+
+        ``request`` is the gRPC PredictRequest the inputs were decoded from, which a request log
+        copies as is.
 
         Raises:
             ServingError: As TF Serving for bad inputs or outputs.
@@ -129,7 +133,8 @@ class InferenceService:
         outputs = await self.execute(plan)
         if self._request_logs is not None:
             self._request_logs.predict(
-                model.name, model.version, plan.signature.name, inputs, outputs, output_filter
+                model.name, model.version, plan.signature.name, inputs, outputs, output_filter,
+                request,
             )
         return Prediction(model.name, model.version, plan.signature.name, outputs)
 
