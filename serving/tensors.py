@@ -51,8 +51,13 @@ def numpy_dtype(dtype_enum: int) -> np.dtype:
     Raises:
         ServingError: INVALID_ARGUMENT for a DataType the server does not support.
     """
+    return _supported(dtype_enum)[0]
+
+
+def _supported(dtype_enum: int) -> tuple[np.dtype, str, str]:
+    """(numpy dtype, value field, name) of a DataType the server supports."""
     try:
-        return _BY_ENUM[dtype_enum][0]
+        return _BY_ENUM[dtype_enum]
     except KeyError:
         raise invalid_argument(f"Unsupported tensor dtype: {dtype_name(dtype_enum)}") from None
 
@@ -102,10 +107,7 @@ def to_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
             the shape is invalid, the values do not fit it, the tensor would take memory its
             bytes do not pay for, or the dtype is unsupported.
     """
-    try:
-        dtype, field, _ = _BY_ENUM[proto.dtype]
-    except KeyError:
-        raise invalid_argument(f"Unsupported tensor dtype: {dtype_name(proto.dtype)}") from None
+    dtype, field, _ = _supported(proto.dtype)
     shape = shape_of(proto)
     size = _checked_size(shape, dtype, name)
     content = proto.tensor_content

@@ -97,132 +97,117 @@ def test_a_model_error_reaches_every_task_of_the_batch_as_internal(scheduler):
     }
 
 
-def test_a_task_larger_than_a_batch_is_split_and_gathered_from_the_loop():
-    batcher = BatchScheduler(BatchingConfig(
-        max_batch_size=4, num_batch_threads=1, enable_large_batch_splitting=True,
-        max_execution_batch_size=4))
-    model = Recorder()
+@pytest.fixture()
+def batcher():
+    """Makes schedulers of given settings (with the batch sizes they record); closes them."""
+    made: list[BatchScheduler] = []
 
-    async def main():
-        rows = [np.arange(10, dtype=np.float32).reshape(10, 1)]
-        return await asyncio.wait_for(batcher.submit("m", model, rows, 10), 10)
+    def make(**settings) -> tuple[BatchScheduler, list[int]]:
+        sizes: list[int] = []
+        made.append(BatchScheduler(BatchingConfig(**settings),
+                                   lambda m, s, p, d: sizes.append(s)))
+        return made[-1], sizes
 
-    try:
-        (output,) = asyncio.run(main())
-    finally:
-        batcher.close()
-    assert output[:, 0].tolist() == [2.0 * i for i in range(10)]
-    assert model.sizes == [4, 4, 2]
+    yield make
+    for scheduler in made:
+        scheduler.close()
 
 
-def _batcher(**settings) -> tuple[BatchScheduler, list[int]]:
-    sizes: list[int] = []
-    return BatchScheduler(BatchingConfig(**settings), lambda m, s, p, d: sizes.append(s)), sizes
-
-
-def test_a_busy_batch_thread_lets_waiting_tasks_fill_full_batches():
+def test_a_busy_batch_thread_lets_waiting_tasks_fill_full_batches(batcher):
     gate = threading.Event()
     model = Recorder(gate)
-    batcher, sizes = _batcher(max_batch_size=4, num_batch_threads=1, max_enqueued_batches=10)
+    scheduler, sizes = batcher(max_batch_size=4, num_batch_threads=1, max_enqueued_batches=10)
 
     async def main():
-        first = batcher.submit("m", model, _row(0), 1)
+        first = scheduler.submit("m", model, _row(0), 1)
         await asyncio.sleep(0.05)  # the only batch thread holds the first batch at the gate
-        rest = [batcher.submit("m", model, _row(i), 1) for i in range(1, 10)]
+        rest = [scheduler.submit("m", model, _row(i), 1) for i in range(1, 10)]
         gate.set()
         return await asyncio.wait_for(asyncio.gather(first, *rest), 10)
 
-    try:
-        outputs = asyncio.run(main())
-    finally:
-        batcher.close()
+    outputs = asyncio.run(main())
     assert [float(out[0][0, 0]) for out in outputs] == [2.0 * i for i in range(10)]
     assert sizes == [1, 4, 4, 1]
 
 
-def test_a_full_queue_rejects_at_once_with_unavailable():
+def test_a_full_queue_rejects_at_once_with_unavailable(batcher):
     gate = threading.Event()
     model = Recorder(gate)
-    batcher, _ = _batcher(max_batch_size=1, num_batch_threads=1, max_enqueued_batches=1)
+    scheduler, _ = batcher(max_batch_size=1, num_batch_threads=1, max_enqueued_batches=1)
 
     async def main():
-        first = batcher.submit("m", model, _row(1), 1)
+        first = scheduler.submit("m", model, _row(1), 1)
         await asyncio.sleep(0.05)  # running on the only thread
-        queued = batcher.submit("m", model, _row(2), 1)
+        queued = scheduler.submit("m", model, _row(2), 1)
         started = time.monotonic()
         with pytest.raises(ServingError) as info:
-            batcher.submit("m", model, _row(3), 1)
+            scheduler.submit("m", model, _row(3), 1)
         elapsed = time.monotonic() - started
         gate.set()
         answers = await asyncio.wait_for(asyncio.gather(first, queued), 10)
         return info.value, elapsed, answers
 
-    try:
-        error, elapsed, (first, queued) = asyncio.run(main())
-    finally:
-        batcher.close()
+    error, elapsed, (first, queued) = asyncio.run(main())
     assert (error.code, error.message) == (grpc.StatusCode.UNAVAILABLE, QUEUE_FULL_MESSAGE)
     assert elapsed < 0.1
     assert (float(first[0][0, 0]), float(queued[0][0, 0])) == (2.0, 4.0)
 
 
-def test_large_tasks_are_split_and_the_rest_padded_to_an_allowed_size():
+@pytest.mark.parametrize(
+    ("allowed", "rows", "model_sizes", "recorded"),
+    [((), 10, [4, 4, 2], [4, 4, 2]),
+     ((2, 4), 11, [4, 4, 4], [4, 4, 3])],  # the 3-row rest is padded to 4
+    ids=["split", "split-and-pad"],
+)
+def test_large_tasks_are_split_gathered_and_the_rest_padded_to_an_allowed_size(
+        batcher, allowed, rows, model_sizes, recorded):
     model = Recorder()
-    batcher, sizes = _batcher(max_batch_size=4, allowed_batch_sizes=(2, 4), num_batch_threads=1)
+    scheduler, sizes = batcher(max_batch_size=4, allowed_batch_sizes=allowed, num_batch_threads=1)
 
     async def main():
-        rows = [np.arange(11, dtype=np.float32).reshape(11, 1)]
-        return await asyncio.wait_for(batcher.submit("m", model, rows, 11), 10)
+        inputs = [np.arange(rows, dtype=np.float32).reshape(rows, 1)]
+        return await asyncio.wait_for(scheduler.submit("m", model, inputs, rows), 10)
 
-    try:
-        (output,) = asyncio.run(main())
-    finally:
-        batcher.close()
-    assert output[:, 0].tolist() == [2.0 * i for i in range(11)]
-    assert model.sizes == [4, 4, 4] and sizes == [4, 4, 3]  # the 3-row rest is padded to 4
+    (output,) = asyncio.run(main())
+    assert output[:, 0].tolist() == [2.0 * i for i in range(rows)]
+    assert model.sizes == model_sizes and sizes == recorded
 
 
-def test_the_batch_timeout_waits_for_more_tasks():
+def test_the_batch_timeout_waits_for_more_tasks(batcher):
     model = Recorder()
-    batcher, sizes = _batcher(max_batch_size=8, batch_timeout_micros=200_000,
-                              num_batch_threads=1)
+    scheduler, sizes = batcher(max_batch_size=8, batch_timeout_micros=200_000,
+                               num_batch_threads=1)
 
     async def main():
-        first = batcher.submit("m", model, _row(1), 1)
+        first = scheduler.submit("m", model, _row(1), 1)
         await asyncio.sleep(0.05)
-        second = batcher.submit("m", model, _row(2), 1)
+        second = scheduler.submit("m", model, _row(2), 1)
         return await asyncio.wait_for(asyncio.gather(first, second), 10)
 
-    try:
-        first, second = asyncio.run(main())
-    finally:
-        batcher.close()
+    first, second = asyncio.run(main())
     assert (float(first[0][0, 0]), float(second[0][0, 0])) == (2.0, 4.0)
     assert sizes == [2]  # one batch: the first task waited for the second
 
 
-def test_without_splitting_a_large_task_is_refused():
-    batcher, _ = _batcher(max_batch_size=4, enable_large_batch_splitting=False)
+def test_without_splitting_a_large_task_is_refused(batcher):
+    scheduler, _ = batcher(max_batch_size=4, enable_large_batch_splitting=False)
 
     async def main():
         with pytest.raises(ServingError) as info:
-            batcher.submit("m", Recorder(), [np.arange(5.0)], 5)
+            scheduler.submit("m", Recorder(), [np.arange(5.0)], 5)
         return info.value
 
-    try:
-        error = asyncio.run(main())
-    finally:
-        batcher.close()
+    error = asyncio.run(main())
     assert error.message == "Task size 5 is larger than maximum input batch size 4"
 
 
-def test_a_closed_scheduler_refuses_new_tasks():
-    batcher, _ = _batcher(max_batch_size=4)
-    batcher.close()
+def test_a_closed_scheduler_refuses_new_tasks(batcher):
+    scheduler, _ = batcher(max_batch_size=4)
+    scheduler.close()
 
     async def main():
         with pytest.raises(ServingError) as info:
-            batcher.submit("m", Recorder(), _row(0), 1)
+            scheduler.submit("m", Recorder(), _row(0), 1)
         return info.value
 
     error = asyncio.run(main())
