@@ -226,21 +226,32 @@ class ModelManager:
     # -- syncing -------------------------------------------------------------------------------
 
     def _sync_all(self) -> None:
-        for record in list(self._records.values()):
-            self._sync(record)
+        self._unload_unwanted(self._load_wanted())
 
-    def _sync(self, record: _ModelRecord) -> None:
-        config = record.config
-        on_disk = find_versions(config.base_path)
-        desired = select_versions(on_disk, config.version_policy)
-        for version in sorted(desired - set(record.loaded)):
-            fingerprint = version_fingerprint(on_disk[version])
-            if record.failed.get(version) == fingerprint:
-                continue
-            self._load(record, version, on_disk[version], fingerprint)
-        if not desired or desired & set(record.loaded):
-            for version in sorted(set(record.loaded) - desired):
-                self._unload(record, version)
+    def _load_wanted(self) -> dict[str, set[int]]:
+        """Loads the versions each model's policy wants that are not loaded yet.
+
+        Returns:
+            The wanted versions of each model, for ``_unload_unwanted``.
+        """
+        wanted = {}
+        for name, record in list(self._records.items()):
+            on_disk = find_versions(record.config.base_path)
+            wanted[name] = select_versions(on_disk, record.config.version_policy)
+            for version in sorted(wanted[name] - set(record.loaded)):
+                fingerprint = version_fingerprint(on_disk[version])
+                if record.failed.get(version) != fingerprint:
+                    self._load(record, version, on_disk[version], fingerprint)
+        return wanted
+
+    def _unload_unwanted(self, wanted: dict[str, set[int]]) -> None:
+        """Unloads the loaded versions that are no longer wanted, unless none of the wanted
+        ones could be loaded (the availability-preserving policy keeps serving then)."""
+        for name, versions in wanted.items():
+            record = self._records[name]
+            if not versions or versions & set(record.loaded):
+                for version in sorted(set(record.loaded) - versions):
+                    self._unload(record, version)
 
     def _load(self, record: _ModelRecord, version: int, path: str, fingerprint) -> None:
         name = record.config.name
@@ -369,9 +380,14 @@ class ModelManager:
                     self._records[name] = _ModelRecord(config)
                 else:
                     record.config = config
-            self._sync_all()
-            self._publish()
-            self._apply_labels()
+            # Labels move before the versions they leave unload, so that no routing table
+            # sends a label to a version that is gone.
+            wanted = self._load_wanted()
+            try:
+                self._apply_labels()
+            finally:
+                self._unload_unwanted(wanted)
+                self._publish()
             logger.info("Finished adding/updating models")
 
     # -- requests ------------------------------------------------------------------------------
