@@ -72,6 +72,8 @@ def _flag(name: str, help_text: str, default: bool = False):
               help="Server processes sharing the ports (SO_REUSEPORT), each with its own model "
                    "and batcher; /monitoring shows their totals.")
 @_flag("reuse_port", "Bind with SO_REUSEPORT (set for each worker by --workers).")
+@click.option("--worker_processes", type=click.IntRange(min=1), default=1, hidden=True,
+              help="Processes sharing the ports (set for each worker by --workers).")
 @click.option("--request_log_max_file_bytes", type=int, default=64 * 1024 * 1024,
               show_default=True,
               help="A request log file (logging_config in --model_config_file) is complete at "
@@ -158,6 +160,7 @@ def options_from_flags(**flags):
         tensorflow_intra_op_parallelism=flags["tensorflow_intra_op_parallelism"],
         tensorflow_inter_op_parallelism=flags["tensorflow_inter_op_parallelism"],
         reuse_port=flags.get("reuse_port", False),
+        worker_processes=flags.get("worker_processes", 1),
         request_log_limits=FileLimits(
             flags["request_log_max_file_bytes"], flags["request_log_max_file_seconds"]
         ),

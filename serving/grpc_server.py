@@ -27,7 +27,7 @@ from tensorflow_serving.apis import (
 
 from skewless.serving import inference, tensors
 from skewless.serving.config import ConfigError, model_configs_from_proto
-from skewless.serving.errors import ServingError, invalid_argument
+from skewless.serving.errors import ServingError, failed_precondition, invalid_argument
 from skewless.serving.metrics import ServingMetrics
 from skewless.serving.responses import (
     fill_model_spec,
@@ -125,7 +125,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer, 
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer, _Instrumented):
-    """``tensorflow.serving.ModelService``: model status and config reloads."""
+    """``tensorflow.serving.ModelService``: model status and config reloads.
+
+    ``worker_processes`` is how many server processes share the port (``--workers``): with more
+    than one, a config reload would reach only the process that received it, and is refused.
+    """
+
+    def __init__(self, service: InferenceService, metrics: ServingMetrics | None,
+                 worker_processes: int = 1) -> None:
+        super().__init__(service, metrics)
+        self._worker_processes = worker_processes
 
     async def GetModelStatus(self, request, context):  # noqa: N802
         async def handle():
@@ -137,6 +146,13 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer, _Instrumented):
 
     async def HandleReloadConfigRequest(self, request, context):  # noqa: N802
         async def handle():
+            if self._worker_processes > 1:
+                raise failed_precondition(
+                    "HandleReloadConfigRequest would reach only one of the "
+                    f"{self._worker_processes} processes of `skewless serve --workers "
+                    f"{self._worker_processes}`: change the --model_config_file instead, "
+                    "which every worker re-reads (--model_config_file_poll_wait_seconds)"
+                )
             try:
                 models = model_configs_from_proto(request.config, "ReloadConfigRequest")
             except ConfigError as error:
@@ -162,12 +178,15 @@ def grpc_server_options(max_message_bytes: int, reuse_port: bool = False) -> lis
 
 
 def add_servicers(
-    server: grpc.aio.Server, service: InferenceService, metrics: ServingMetrics | None
+    server: grpc.aio.Server,
+    service: InferenceService,
+    metrics: ServingMetrics | None,
+    worker_processes: int = 1,
 ) -> None:
     """Registers both TF Serving services on a gRPC server."""
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(service, metrics), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(service, metrics), server
+        ModelServicer(service, metrics, worker_processes), server
     )

@@ -65,6 +65,8 @@ class ServerOptions:
         num_request_threads: Threads running unbatched model calls (0: 4 per core).
         reuse_port: Bind with SO_REUSEPORT, so that several server processes share the ports
             (``skewless serve --workers N``) and the kernel spreads connections over them.
+        worker_processes: How many processes share the ports (``--workers``). With more than
+            one, HandleReloadConfigRequest is refused: it would reach only one of them.
         request_log_limits: When a request log file is complete (size, age).
         request_log_queue_records: Log records that may wait for the writer; more are dropped.
     """
@@ -86,6 +88,7 @@ class ServerOptions:
     tensorflow_inter_op_parallelism: int = 0
     num_request_threads: int = 0
     reuse_port: bool = False
+    worker_processes: int = 1
     request_log_limits: FileLimits = field(default_factory=FileLimits)
     request_log_queue_records: int = DEFAULT_QUEUE_RECORDS
 
@@ -180,7 +183,8 @@ class ModelServer:
                 options.grpc_max_message_bytes, options.reuse_port
             ),
         )
-        grpc_server.add_servicers(self._grpc, self.service, self.metrics)
+        grpc_server.add_servicers(self._grpc, self.service, self.metrics,
+                                  options.worker_processes)
         address = f"{options.host}:{options.port}"
         try:
             self.grpc_port = self._grpc.add_insecure_port(address)

@@ -7,6 +7,9 @@ model manager (so each picks up new versions from the base path on its own), its
 and its own threads. Metrics go to files in one ``PROMETHEUS_MULTIPROC_DIR``, so whichever
 process answers a scrape reports the totals.
 
+A HandleReloadConfigRequest would reach one process only, so the workers refuse it: a config
+change goes through ``--model_config_file``, which every worker re-reads.
+
 The supervisor forwards SIGINT/SIGTERM to the workers, and stops them all when one exits.
 """
 
@@ -35,10 +38,10 @@ def worker_argv(flags: Mapping[str, Any]) -> list[str]:
     """The ``skewless serve`` arguments of one worker: the same flags, one process, SO_REUSEPORT."""
     argv = ["serve"]
     for name, value in flags.items():
-        if name in ("workers", "reuse_port"):
+        if name in ("workers", "reuse_port", "worker_processes"):
             continue
         argv.append(f"--{name}={value}")
-    return argv + ["--workers=1", "--reuse_port=true"]
+    return argv + ["--workers=1", "--reuse_port=true", f"--worker_processes={flags['workers']}"]
 
 
 def prepare_multiproc_dir(environ: Mapping[str, str]) -> tuple[str, bool]:

@@ -14,10 +14,12 @@ import subprocess
 import sys
 import time
 
+import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
+from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 
 from skewless.serving.client import GrpcClient
 from tests.serving import example_models
@@ -123,6 +125,24 @@ def test_two_workers_answer_reload_and_report_totals(tmp_path, models):
             assert probabilities.ravel().tolist() == pytest.approx(
                 [row["probabilities"] for row in predict(rest_port)])
             sent += 3  # the client's GetModelMetadata, its Predict, the REST predict
+
+        # A config reload would reach one process only: refused, and both keep serving v2.
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        reload = model_management_pb2.ReloadConfigRequest()
+        entry = reload.config.model_config_list.config.add(name="taxi", base_path=base)
+        entry.model_platform = "tensorflow"
+        with pytest.raises(grpc.RpcError) as refused:
+            model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
+                reload, timeout=CLIENT_TIMEOUT)
+        channel.close()
+        sent += 1
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert refused.value.details() == (
+            "HandleReloadConfigRequest would reach only one of the 2 processes of `skewless "
+            "serve --workers 2`: change the --model_config_file instead, which every worker "
+            "re-reads (--model_config_file_poll_wait_seconds)")
+        assert all(predict(rest_port) != first for _ in range(10))
+        sent += 10
 
         # /monitoring, answered by either process, shows the totals of both.
         status, text = fresh_connection_call(rest_port, "GET", METRICS_PATH)
