@@ -43,6 +43,9 @@ MAX_STRING_ELEMENTS = 1 << 20
 # fill allocates memory that no request byte pays for, so it is bounded.
 MAX_FILLED_ELEMENTS = 1 << 20
 _INT64_MAX = (1 << 63) - 1
+# Checked (dtype, serialized shape) -> layout; see _layout.
+_LAYOUTS: dict[tuple[int, bytes], tuple[np.dtype, str, tuple[int, ...], int]] = {}
+_MAX_LAYOUTS = 1024
 
 
 def numpy_dtype(dtype_enum: int) -> np.dtype:
@@ -107,9 +110,7 @@ def to_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
             the shape is invalid, the values do not fit it, the tensor would take memory its
             bytes do not pay for, or the dtype is unsupported.
     """
-    dtype, field, _ = _supported(proto.dtype)
-    shape = shape_of(proto)
-    size = _checked_size(shape, dtype, name)
+    dtype, field, shape, size = _layout(proto, name)
     content = proto.tensor_content
     if content:
         if dtype.kind == "O":
@@ -147,6 +148,23 @@ def to_ndarray(proto: tensor_pb2.TensorProto, name: str = "") -> np.ndarray:
     filled[:count] = data
     filled[count:] = data[-1]
     return filled.reshape(shape)
+
+
+def _layout(proto: tensor_pb2.TensorProto, name: str) -> tuple[np.dtype, str, tuple, int]:
+    """(numpy dtype, value field, shape, element count) of a TensorProto, checked.
+
+    Requests repeat a few dtype and shape pairs, and reading a shape's dims costs more than the
+    rest of decoding a small tensor: checked layouts are kept by the shape's serialized bytes.
+    """
+    key = (proto.dtype, proto.tensor_shape.SerializeToString())
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        dtype, field, _ = _supported(proto.dtype)
+        shape = shape_of(proto)
+        layout = (dtype, field, shape, _checked_size(shape, dtype, name))
+        if len(_LAYOUTS) < _MAX_LAYOUTS:  # bounded: a client can send any number of shapes
+            _LAYOUTS[key] = layout
+    return layout
 
 
 def _checked_size(shape: tuple[int, ...], dtype: np.dtype, name: str) -> int:

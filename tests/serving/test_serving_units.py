@@ -183,6 +183,29 @@ def test_tensor_content_and_bad_sizes():
     assert "tensor parsing error: x" in error_of(tensors.to_ndarray, proto, "x").message
 
 
+def test_known_layouts_still_check_every_tensor(monkeypatch):
+    """Decoding keeps checked (dtype, shape) layouts: a kept one decodes the same, a shape or
+    value count that differs is still refused, and a flood of shapes does not grow the store."""
+    monkeypatch.setattr(tensors, "_LAYOUTS", {})
+    row = tensors.to_tensor_proto(np.array([[1.5, 2.5]], np.float32))
+    for _ in range(2):
+        assert tensors.to_ndarray(row, "x").tolist() == [[1.5, 2.5]]
+    assert len(tensors._LAYOUTS) == 1
+    short = tensors.to_tensor_proto(np.array([[1.5, 2.5, 3.5]], np.float32))
+    short.tensor_shape.dim[1].size = 2  # the known layout, with a value too many
+    assert error_of(tensors.to_ndarray, short, "x").message == (
+        "tensor parsing error: x: 3 values do not fit shape [1,2] of 2 elements")
+    negative = tensors.to_tensor_proto(np.array([[1.5, 2.5]], np.float32))
+    negative.tensor_shape.dim[0].size = -1
+    assert error_of(tensors.to_ndarray, negative, "x").message == (
+        "tensor parsing error: x: negative dimension in shape [-1,2]")
+    for width in range(3, 3 + tensors._MAX_LAYOUTS + 10):
+        tensors.to_ndarray(tensors.to_tensor_proto(np.zeros((1, width), np.float32)))
+    assert len(tensors._LAYOUTS) == tensors._MAX_LAYOUTS
+    assert tensors.to_ndarray(tensors.to_tensor_proto(np.ones((1, 9999), np.float32))).shape == (
+        1, 9999)
+
+
 # -- validation ----------------------------------------------------------------------------------
 
 
