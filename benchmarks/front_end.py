@@ -4,6 +4,8 @@
   model manager does after each load): the pause every thread takes when the collector's
   oldest generation fills up.
 - Decoding a REST Predict body of 1, 8 and 64 taxi rows into tensors (``rest_codec``).
+- Decoding the inputs of a gRPC PredictRequest of 1, 8 and 64 rows (one TensorProto per
+  feature, typed values) into arrays (``tensors.to_ndarray``), as the gRPC front end does.
 
     .venv/bin/python benchmarks/front_end.py
 
@@ -38,7 +40,9 @@ def _best_microseconds(call, repeat: int = 5, number: int = 2000) -> float:
 
 
 def main() -> None:
-    from skewless.serving import rest_codec
+    from tensorflow_serving.apis import predict_pb2
+
+    from skewless.serving import rest_codec, tensors
     from skewless.serving.servable import LoadedModel
     from tests.serving import example_models
 
@@ -69,6 +73,18 @@ def main() -> None:
             return rest_codec.decode_predict_request(doc, signature.inputs)
 
         print(f"REST decode of {rows:2d} rows: {_best_microseconds(decode):.1f} us")
+    for rows in (1, 8, 64):
+        request = predict_pb2.PredictRequest()
+        for name, column in example_models.taxi_columns(example_models.taxi_rows(rows)).items():
+            tensors.fill_tensor_proto(request.inputs[name], column)
+        request = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+
+        def decode_grpc(request=request):
+            return {alias: tensors.to_ndarray(proto, alias)
+                    for alias, proto in request.inputs.items()}
+
+        print(f"gRPC decode of {rows:2d} rows ({len(request.inputs)} TensorProtos): "
+              f"{_best_microseconds(decode_grpc):.1f} us")
     model.close()
 
 

@@ -16,7 +16,11 @@ Every server runs as its own process, started by its own command line, so each c
 process and socket costs. Load comes from ``skewless.serving.load_generator`` worker processes
 (asyncio, pre-encoded requests, closed loop) after a warm-up; their CPU is in the table, so a
 saturated load generator shows. gRPC load to ``--workers 2`` goes over 4 connections (the
-processes share connections, not requests). Each cell also shows the CPU steal while it ran:
+processes share connections, not requests). For ``skewless serve`` cells, "handler p99" is the
+p99 the server itself measured over the cell (its Prometheus latency histogram, from the call
+reaching the handler to the answer); the gap to the client's p99 is time spent before the
+handler: waiting to be read or accepted, on the wire, in the client. Each cell also shows the
+CPU steal while it ran:
 the share of the machine the hypervisor gave to other guests, which on a shared VM moves every
 figure; compare ratios within one run, and distrust a cell with much steal. Prints a Markdown
 table and writes JSON.
@@ -51,6 +55,7 @@ PUSHED_MODEL = REPO / "artifacts" / "serving" / "taxi"
 BATCHING = {"max_batch_size": 128, "batch_timeout_micros": 0, "num_batch_threads": 1,
             "max_enqueued_batches": 1000}
 CONCURRENCY = 64
+METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
 def free_port() -> int:
@@ -101,25 +106,75 @@ def _cpu_ticks() -> list[int]:
         return [int(v) for v in handle.readline().split()[1:9]]
 
 
-def measure(target, duration: float, warmup: float, processes: int) -> dict[str, Any]:
+def latency_buckets(metrics_url: str, entrypoint: str) -> dict[float, float]:
+    """Cumulative counts of the server's Predict latency histogram (microseconds) for one
+    entrypoint (``REST`` or ``GRPC``), summed over models and statuses."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:  # noqa: S310
+        text = response.read().decode()
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if (sample.name == ":tensorflow:serving:request_latency_bucket"
+                    and labels.get("API") == "predict" and labels.get("entrypoint") == entrypoint):
+                bound = float(labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return buckets
+
+
+def histogram_quantile(before: dict[float, float], after: dict[float, float], q: float):
+    """The q-quantile of what a cumulative histogram counted between two scrapes, interpolated
+    linearly inside its bucket as Prometheus's histogram_quantile does; None if it counted
+    nothing."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    rank = q * counts[-1]
+    lower, below = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-9)
+        lower, below = bound, count
+    return lower
+
+
+def measure(target, duration: float, warmup: float, processes: int,
+            metrics_url: str = "") -> dict[str, Any]:
     """One closed-loop cell at CONCURRENCY, after a warm-up.
 
     ``steal_pct`` is the share of the machine's CPU time the hypervisor gave to other guests
-    while the cell ran: a cell measured with much steal ran on less than the machine.
+    while the cell ran: a cell measured with much steal ran on less than the machine. With a
+    ``metrics_url`` (a skewless server's Prometheus endpoint), ``handler_p99_ms`` is the p99 the
+    server measured from the call reaching its handler to the answer: the rest of the client's
+    p99 is spent outside the handler (waiting to be read or accepted, on the wire, in the
+    client).
     """
     from skewless.serving.load_generator import WorkerPool
     from skewless.serving.loadtest import Ramp, Slo, summarize_step
     from skewless.serving.resources import Usage
 
+    entrypoint = target.transport.upper()
     with WorkerPool(target, processes) as pool:
         pool.run("concurrency", CONCURRENCY, warmup)
+        latency = latency_buckets(metrics_url, entrypoint) if metrics_url else {}
         before = _cpu_ticks()
         results = pool.run("concurrency", CONCURRENCY, duration)
         ticks = [b - a for a, b in zip(before, _cpu_ticks(), strict=True)]
+    handler_p99 = None
+    if metrics_url:
+        handler_p99 = histogram_quantile(latency, latency_buckets(metrics_url, entrypoint), 0.99)
     step = summarize_step(CONCURRENCY, Ramp("concurrency", (CONCURRENCY,), duration), results,
                           Usage(), Slo(p99_ms=1e9, max_error_rate=1.0))
     return {"rows_per_s": step.rows_per_second, "p50_ms": step.p50_ms, "p90_ms": step.p90_ms,
             "p99_ms": step.p99_ms, "errors": step.errors + step.timeouts,
+            "handler_p99_ms": None if handler_p99 is None else handler_p99 / 1000,
             "client_cpu_cores": step.generator_cpu_cores,
             "steal_pct": 100 * ticks[7] / max(sum(ticks), 1)}
 
@@ -250,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
 
     batching_file = Path(tempfile.mkdtemp(prefix="skewless-bench-")) / "batching.txt"
     batching_file.write_text("".join(f"{k} {{ value: {v} }}\n" for k, v in BATCHING.items()))
+    monitoring_file = batching_file.with_name("monitoring.txt")
+    monitoring_file.write_text(f'prometheus_config {{ enable: true, path: "{METRICS_PATH}" }}\n')
     # (server label, processes, request logging at sampling 1.0)
     variants = [("skewless serve (batching)", 1, False)]
     if serve_has_workers():
@@ -258,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, workers, logging in variants:
         grpc_port, rest_port = free_port(), free_port()
         command = [sys.executable, "-m", "skewless", "serve", f"--port={grpc_port}",
-                   f"--rest_api_port={rest_port}", f"--batching_parameters_file={batching_file}"]
+                   f"--rest_api_port={rest_port}", f"--batching_parameters_file={batching_file}",
+                   f"--monitoring_config_file={monitoring_file}"]
         if logging:
             command.append(f"--model_config_file={_logging_config(args.model_name, base)}")
         else:
@@ -273,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                 record({"server": label, "transport": transport,
                         "processes": workers, "rows_per_request": 1,
                         "concurrency": CONCURRENCY,
-                        **measure(target, args.duration, args.warmup, args.processes)})
+                        **measure(target, args.duration, args.warmup, args.processes,
+                                  f"http://127.0.0.1:{rest_port}{METRICS_PATH}")})
             if workers == 1 and not logging:
                 floor_response = _stored_response(target)
 
@@ -370,7 +429,8 @@ def _row(cell: dict) -> str:
     return (f"| {cell['server']} | {cell['transport']} | {cell['processes']} | "
             f"{cell['concurrency']} | {cell['rows_per_request']} | "
             f"{_number(cell['rows_per_s'], 0)} | {_number(cell.get('p50_ms'))} | "
-            f"{_number(cell.get('p99_ms'))} | {cell.get('errors', '')} | "
+            f"{_number(cell.get('p99_ms'))} | {_number(cell.get('handler_p99_ms'))} | "
+            f"{cell.get('errors', '')} | "
             f"{_number(cell.get('client_cpu_cores'), 2)} | {_number(cell.get('steal_pct'), 0)} |")
 
 
@@ -381,8 +441,8 @@ def render(results: dict) -> str:
         f"cell; skewless batching: {results['batching_parameters']}",
         "",
         "| server | transport | processes | concurrency | rows/req | rows/s | p50 ms | p99 ms "
-        "| errors | client CPU | steal % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| handler p99 ms | errors | client CPU | steal % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *(_row(cell) for cell in results["cells"]),
         "", "| target | measured | met |", "|---|---|---|",
     ]
