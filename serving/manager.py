@@ -246,12 +246,21 @@ class ModelManager:
 
     def _unload_unwanted(self, wanted: dict[str, set[int]]) -> None:
         """Unloads the loaded versions that are no longer wanted, unless none of the wanted
-        ones could be loaded (the availability-preserving policy keeps serving then)."""
-        for name, versions in wanted.items():
+        ones could be loaded (the availability-preserving policy keeps serving then). A
+        version a published label points at stays (a refused reload keeps its old labels)."""
+        for name, versions in self._staying(wanted).items():
             record = self._records[name]
-            if not versions or versions & set(record.loaded):
-                for version in sorted(set(record.loaded) - versions):
-                    self._unload(record, version)
+            versions = versions | set(self._labels.get(name, {}).values())
+            for version in sorted(set(record.loaded) - versions):
+                self._unload(record, version)
+
+    def _staying(self, wanted: dict[str, set[int]]) -> dict[str, set[int]]:
+        """The loaded versions of each model that ``_unload_unwanted`` keeps."""
+        staying = {}
+        for name, versions in wanted.items():
+            loaded = set(self._records[name].loaded)
+            staying[name] = loaded & versions if not versions or versions & loaded else loaded
+        return staying
 
     def _load(self, record: _ModelRecord, version: int, path: str, fingerprint) -> None:
         name = record.config.name
@@ -314,11 +323,13 @@ class ModelManager:
             self._unloaders = [t for t in self._unloaders if t.is_alive()] + [thread]
             thread.start()
 
-    def _apply_labels(self) -> None:
+    def _apply_labels(self, staying: dict[str, set[int]] | None = None) -> None:
+        """Publishes the configs' labels; each must name a loaded version that stays."""
         labels: dict[str, dict[str, int]] = {}
         for name, record in self._records.items():
+            serving = set(record.loaded) if staying is None else staying.get(name, set())
             for version in record.config.version_labels.values():
-                if version not in record.loaded:
+                if version not in serving:
                     raise failed_precondition(_unavailable_label(name, version))
             labels[name] = dict(record.config.version_labels)
         self._labels = labels
@@ -382,9 +393,11 @@ class ModelManager:
                     record.config = config
             # Labels move before the versions they leave unload, so that no routing table
             # sends a label to a version that is gone.
+            # A label may only name a version that stays; a refused reload keeps the versions
+            # its old labels name.
             wanted = self._load_wanted()
             try:
-                self._apply_labels()
+                self._apply_labels(self._staying(wanted))
             finally:
                 self._unload_unwanted(wanted)
                 self._publish()

@@ -47,3 +47,30 @@ def test_a_label_never_points_at_an_unloaded_version_while_a_reload_drops_it(tmp
         assert manager.available_versions("taxi") == [2]
     finally:
         manager.stop()
+
+
+def test_a_reload_that_would_leave_a_label_on_a_dropped_version_is_refused(tmp_path, models):
+    """stable stays on v1 while the policy drops v1, or stable moves to v2 while a new label
+    names a version that fails to load: refused, and stable's version keeps serving."""
+    base = str(tmp_path / "taxi")
+    install_version(models.taxi_v1, base, 1)
+    install_version(models.taxi_v2, base, 2)
+    (tmp_path / "taxi" / "3").mkdir()  # a version that cannot load
+    manager = ModelManager(labelled(base, (1, 2), stable=1), poll_seconds=0)
+    manager.start()
+    try:
+        with pytest.raises(ServingError) as dropped:
+            manager.reload_config(labelled(base, (2, 3), stable=1))
+        assert dropped.value.message == (
+            "Request to assign label to version 1 of model taxi, which is not currently "
+            "available for inference.")
+        canary = (ModelConfig("taxi", base, VersionPolicy("specific", versions=(2, 3)),
+                              MappingProxyType({"stable": 2, "canary": 3})),)
+        with pytest.raises(ServingError):
+            manager.reload_config(canary)
+        for _ in range(2):
+            model = manager.acquire("taxi", label="stable")
+            assert model.version == 1
+            model.release()
+    finally:
+        manager.stop()
