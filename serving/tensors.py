@@ -46,6 +46,7 @@ _INT64_MAX = (1 << 63) - 1
 # Checked (dtype, serialized shape) -> layout; see _layout.
 _LAYOUTS: dict[tuple[int, bytes], tuple[np.dtype, str, tuple[int, ...], int]] = {}
 _MAX_LAYOUTS = 1024
+_MAX_LAYOUT_KEY_BYTES = MAX_RANK * 13  # an unnamed dim serializes to at most 13 bytes
 
 
 def numpy_dtype(dtype_enum: int) -> np.dtype:
@@ -162,7 +163,8 @@ def _layout(proto: tensor_pb2.TensorProto, name: str) -> tuple[np.dtype, str, tu
         dtype, field, _ = _supported(proto.dtype)
         shape = shape_of(proto)
         layout = (dtype, field, shape, _checked_size(shape, dtype, name))
-        if len(_LAYOUTS) < _MAX_LAYOUTS:  # bounded: a client can send any number of shapes
+        # Bounded in count and in bytes: a client can send any number of shapes, and dim names.
+        if len(_LAYOUTS) < _MAX_LAYOUTS and len(key[1]) <= _MAX_LAYOUT_KEY_BYTES:
             _LAYOUTS[key] = layout
     return layout
 

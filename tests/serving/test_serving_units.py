@@ -204,6 +204,11 @@ def test_known_layouts_still_check_every_tensor(monkeypatch):
     assert len(tensors._LAYOUTS) == tensors._MAX_LAYOUTS
     assert tensors.to_ndarray(tensors.to_tensor_proto(np.ones((1, 9999), np.float32))).shape == (
         1, 9999)
+    tensors._LAYOUTS.clear()
+    named = tensors.to_tensor_proto(np.array([[1.5, 2.5]], np.float32))
+    named.tensor_shape.dim[0].name = "x" * 10_000  # a key no request should pin in memory
+    assert tensors.to_ndarray(named, "x").tolist() == [[1.5, 2.5]]
+    assert tensors._LAYOUTS == {}
 
 
 # -- validation ----------------------------------------------------------------------------------
