@@ -391,10 +391,8 @@ class ModelManager:
                     self._records[name] = _ModelRecord(config)
                 else:
                     record.config = config
-            # Labels move before the versions they leave unload, so that no routing table
-            # sends a label to a version that is gone.
-            # A label may only name a version that stays; a refused reload keeps the versions
-            # its old labels name.
+            # Labels move before the versions they leave unload, and may only name a version
+            # that stays: no routing table sends a label to a version that is gone.
             wanted = self._load_wanted()
             try:
                 self._apply_labels(self._staying(wanted))
